@@ -1,0 +1,49 @@
+# reelserve: two commands for a new user, `make demo` and `make test`; the rest are parts of them.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.reelserve-installed
+REPO := model_repository
+
+.PHONY: help install export demo test test-all lint serve clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	@# The CPU torch wheel first, pinned: nothing later may pull a multi-GB CUDA build.
+	$(PIP) install --quiet torch==2.13.0 'numpy<2'
+	$(PIP) install --quiet -e '.[dev]'
+	@# timm only for its ImageNet class-name data files; its deps would pull torchvision + CUDA torch.
+	$(PIP) install --quiet --no-deps timm==1.0.31
+	$(PY) -c "import torch, numpy; assert torch.version.cuda is None, 'a CUDA torch got installed'; \
+	assert numpy.__version__ < '2', 'numpy 2 breaks the python-backend stub on BYTES inputs'"
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv with everything (CPU torch, tritonserver, ONNX Runtime)
+
+export: install  ## build the model repository (reused when nothing changed)
+	$(VENV)/bin/reelserve export --target cpu --out $(REPO)
+
+demo: export  ## install, export, serve, send real short videos, print their features
+	$(VENV)/bin/reelserve demo --model-repository $(REPO)
+
+test: export lint  ## unit + integration tests against a real tritonserver
+	$(PY) -m pytest -m "not slow"
+
+test-all: export  ## also the slow sweeps
+	$(PY) -m pytest
+
+lint: install  ## ruff
+	$(VENV)/bin/ruff check .
+
+serve: export  ## serve on 127.0.0.1:8001 (gRPC) until Ctrl-C
+	$(VENV)/bin/reelserve serve --model-repository $(REPO)
+
+clean:  ## remove generated artifacts (keeps .venv)
+	git clean -fdX $(REPO)

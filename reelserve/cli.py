@@ -1,0 +1,124 @@
+"""`reelserve` command line: export, serve, demo."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from reelserve import __version__
+from reelserve.config import DEFAULT, ReelserveConfig
+
+
+def _server_args(p: argparse.ArgumentParser) -> None:
+    s = DEFAULT.server
+    p.add_argument("--model-repository", type=Path, default=s.model_repository, help="default: %(default)s")
+    p.add_argument("--host", default=s.host, help="address to bind (default %(default)s: loopback only)")
+    p.add_argument("--grpc-port", type=int, default=s.grpc_port, help="default: %(default)s")
+    p.add_argument("--http-port", type=int, default=s.http_port, help="default: %(default)s")
+    p.add_argument("--metrics-port", type=int, default=s.metrics_port, help="default: %(default)s")
+    p.add_argument("--log-file", type=Path, default=None, help="tritonserver log (default: under ~/.cache/reelserve)")
+
+
+def _config(args: argparse.Namespace) -> ReelserveConfig:
+    server = replace(
+        DEFAULT.server,
+        model_repository=args.model_repository,
+        host=args.host,
+        grpc_port=args.grpc_port,
+        http_port=args.http_port,
+        metrics_port=args.metrics_port,
+        log_file=args.log_file,
+    )
+    return replace(DEFAULT, server=server)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from reelserve.export.build import export_cpu
+    from reelserve.export.onnx_export import ExportError
+
+    try:
+        report = export_cpu(args.out, DEFAULT, force=args.force, progress=not args.quiet)
+    except ExportError as e:
+        print(f"export failed: {e}", file=sys.stderr)
+        return 1
+    if not report.reused:
+        for step, rows in report.parity.items():
+            for row in rows:
+                print(
+                    f"parity {step:15s} {row['output']:14s} max|err| {row['max_abs_error']:.2e}  "
+                    f"min cosine {row['min_cosine']:.6f}"
+                )
+        print(f"semantic IDs: {report.semantic_ids}")
+        print(f"export took {sum(report.seconds.values()):.1f}s: {report.seconds}")
+    print(f"model repository ready: {args.out}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from reelserve.server import ServerError, TritonServer, serve_forever
+
+    try:
+        return serve_forever(TritonServer(_config(args).server))
+    except ServerError as e:
+        print(f"reelserve serve: {e}", file=sys.stderr)
+        return 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from reelserve.demo import run_demo
+    from reelserve.server import ServerError
+
+    try:
+        return run_demo(DEFAULT, rounds=args.rounds, repository=args.model_repository)
+    except ServerError as e:
+        print(f"reelserve demo: {e}", file=sys.stderr)
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reelserve", description="Short-video features served by NVIDIA Triton.")
+    parser.add_argument("--version", action="version", version=f"reelserve {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "export",
+        help="build the model repository (ONNX encoders, fitted heads, Triton configs)",
+        description="Export real pretrained towers to ONNX, fit the heads, write the Triton repository."
+        " Reuses an up-to-date repository unless --force.",
+    )
+    p.add_argument("--target", choices=["cpu"], default="cpu", help="cpu: python backend + ONNX Runtime")
+    p.add_argument("--out", type=Path, default=DEFAULT.server.model_repository, help="default: %(default)s")
+    p.add_argument("--force", action="store_true", help="rebuild even if the repository is up to date")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "serve",
+        help="run tritonserver on the model repository (loopback by default)",
+        description="Start the tritonserver bundled in nvidia-pytriton; Ctrl-C or SIGTERM stops it.",
+    )
+    _server_args(p)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser(
+        "demo",
+        help="export if needed, serve, send real short videos, print features",
+        description="End-to-end demo on clips rendered from scikit-image's photos.",
+    )
+    p.add_argument(
+        "--model-repository", type=Path, default=DEFAULT.server.model_repository, help="default: %(default)s"
+    )
+    p.add_argument("--rounds", type=int, default=10, help="latency rounds over all clips (default %(default)s)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

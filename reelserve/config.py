@@ -1,0 +1,110 @@
+"""Every tunable of reelserve, in one place.
+
+The model repository generator, the python-backend models, the export and the CLI all read
+these dataclasses; nothing else hard-codes a limit, a port or a tensor size.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class VideoConfig:
+    """How `preprocess` turns container bytes into model frames."""
+
+    num_frames: int = 8  # T: frames sampled evenly over the whole clip
+    image_size: int = 224  # EfficientNet-Lite0's training resolution
+    max_video_bytes: int = 64 * 1024 * 1024  # refuse larger containers outright
+    max_decoded_frames: int = 3600  # 2 min at 30 fps: we never walk further into a stream
+    max_source_pixels: int = 4096 * 4096  # decompression-bomb guard (width * height)
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """How `preprocess` tokenizes titles, captions and comments."""
+
+    max_tokens: int = 128  # incl. [CLS]/[SEP]; longer text is truncated
+    max_text_bytes: int = 64 * 1024  # refuse larger UTF-8 payloads
+
+
+@dataclass(frozen=True)
+class HeadsConfig:
+    """The fusion step and the three heads."""
+
+    top_k_tags: int = 5
+    conse_top_t: int = 10  # ConSE: class names mixed into the video's text-space vector
+    class_prompt: str = "a photo of a {name}"
+    video_weight: float = 0.5  # fused = normalize(w * video + (1 - w) * text) when both exist
+    semantic_id_levels: int = 3
+    codebook_size: int = 256
+    kmeans_iters: int = 25
+    seed: int = 0
+    labels: tuple[str, ...] = (
+        "a cat",
+        "a dog",
+        "coffee",
+        "food and cooking",
+        "outer space",
+        "a rocket launch",
+        "motorcycles",
+        "cars",
+        "sports",
+        "music",
+        "the beach",
+        "nature and landscapes",
+        "a city street",
+        "a person",
+        "science",
+        "fashion",
+    )
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    """Triton scheduling of every step."""
+
+    max_batch_size: int = 16
+    max_queue_delay_us: int = 2000
+    preferred_batch_sizes: tuple[int, ...] = (4, 8, 16)
+    preprocess_instances: int = 2
+    encoder_instances: int = 1
+    ort_intra_op_threads: int = 0  # 0 = ONNX Runtime decides (all cores)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Where `reelserve serve` listens and what it runs."""
+
+    host: str = "127.0.0.1"
+    grpc_port: int = 8001
+    http_port: int = 8000
+    metrics_port: int = 8002
+    model_repository: Path = REPO_ROOT / "model_repository"
+    log_file: Path | None = None
+    ready_timeout_s: float = 120.0
+    python_shm_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ReelserveConfig:
+    video: VideoConfig = field(default_factory=VideoConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    heads: HeadsConfig = field(default_factory=HeadsConfig)
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+
+
+DEFAULT = ReelserveConfig()
+
+
+def cache_dir() -> Path:
+    """Writable place for the unpacked tritonserver and other generated things."""
+    root = os.environ.get("REELSERVE_CACHE") or os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    path = Path(root) / "reelserve" if "REELSERVE_CACHE" not in os.environ else Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,73 @@
+"""`reelserve demo`: export (or reuse), serve, send real short videos over gRPC, print what came back."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from reelserve import contract as c
+from reelserve.config import ReelserveConfig
+from reelserve.server import TritonServer, free_port
+
+
+def percentile_ms(samples: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(samples) * 1000, q))
+
+
+def run_demo(cfg: ReelserveConfig, *, rounds: int = 10, repository: Path | None = None) -> int:
+    from reelserve.client import VideoFeaturesClient
+    from reelserve.export.build import export_cpu
+    from reelserve.samples import demo_videos
+
+    repo = repository or cfg.server.model_repository
+    start = time.perf_counter()
+    report = export_cpu(repo, cfg)
+    export_s = time.perf_counter() - start
+    print(f"export: {'reused' if report.reused else 'built'} in {export_s:.1f}s -> {repo}")
+
+    videos = demo_videos()
+    clips = [v.render() for v in videos]
+    print(f"rendered {len(clips)} clips from scikit-image photos ({sum(map(len, clips)) // 1024} KiB in all)")
+
+    server_cfg = replace(
+        cfg.server, model_repository=repo, grpc_port=free_port(), http_port=free_port(), metrics_port=free_port()
+    )
+    start = time.perf_counter()
+    with TritonServer(server_cfg) as server:
+        server.wait_ready(models=[c.VIDEO_FEATURES, c.TEXT_FEATURES])
+        print(f"tritonserver ready in {time.perf_counter() - start:.2f}s at {server.grpc_url} (log {server.log_path})")
+        with VideoFeaturesClient(server.grpc_url) as client:
+            features = [client.video_features([clip], [v.title])[0] for v, clip in zip(videos, clips, strict=True)]
+            latencies = []
+            for _ in range(rounds):
+                for v, clip in zip(videos, clips, strict=True):
+                    t0 = time.perf_counter()
+                    client.video_features([clip], [v.title])
+                    latencies.append(time.perf_counter() - t0)
+            text = client.text_features(["a kitten sleeping on the sofa"])[0]
+
+    print()
+    for v, f in zip(videos, features, strict=True):
+        tags = ", ".join(f"{t} {s:.2f}" for t, s in f.tags[:3])
+        print(f"{v.name:16s} {v.title}")
+        print(f"{'':16s} tags: {tags}")
+        print(f"{'':16s} zero-shot: {f.top_label} ({f.label_scores[f.top_label]:.2f})   semantic IDs: {f.semantic_ids}")
+    print()
+    emb = np.stack([f.embedding for f in features])
+    sim = emb @ emb.T
+    names = [v.name[:8] for v in videos]
+    print("cosine similarity of embeddings")
+    print(" " * 17 + " ".join(f"{n:>8s}" for n in names))
+    for v, row in zip(videos, sim, strict=True):
+        print(f"{v.name:16s} " + " ".join(f"{x:8.2f}" for x in row))
+    nearest = videos[int(np.argmax(emb @ text.embedding))].name
+    top = max(text.label_scores, key=text.label_scores.get)
+    print(f'\ntext_features("a kitten sleeping on the sofa") -> top label {top!r}, nearest video {nearest}')
+    print(
+        f"\nvideo_features latency over {len(latencies)} sequential calls: "
+        f"p50 {percentile_ms(latencies, 50):.1f} ms, p99 {percentile_ms(latencies, 99):.1f} ms"
+    )
+    return 0

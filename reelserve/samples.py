@@ -1,0 +1,237 @@
+"""Real short videos made from real photos, rendered in memory.
+
+Demos, tests and load tests need video bytes that look like what users upload (portrait, a
+slow camera move, h264 or VP9) without shipping binary files or touching the network, so we
+render them from the photos that scikit-image bundles, with a Ken-Burns pan or zoom. The
+output is deterministic: the same arguments give the same bytes.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from fractions import Fraction
+
+import av
+import numpy as np
+
+# codec -> (container format, encoder, encoder options). Fast presets: these are fixtures.
+_CODECS: dict[str, tuple[str, str, dict[str, str]]] = {
+    "h264": ("mp4", "libx264", {"preset": "veryfast", "crf": "23", "x264-params": "mbtree=0"}),
+    "mpeg4": ("mp4", "mpeg4", {"b": "1M"}),
+    "vp8": ("webm", "libvpx", {"deadline": "realtime", "cpu-used": "8", "crf": "10", "b": "2M"}),
+    "vp9": ("webm", "libvpx-vp9", {"deadline": "realtime", "cpu-used": "8", "crf": "32", "b": "0"}),
+}
+MOTIONS = ("zoom", "pan", "still")
+_ZOOM = 0.8  # zoom ends on a window this fraction of the starting one
+_PAN_WINDOW = 0.85  # the pan window is this fraction of the largest one, so it can travel
+
+
+def encode_frames(frames: Iterable[np.ndarray], *, fps: int = 12, codec: str = "h264") -> bytes:
+    """Encode RGB uint8 frames [H, W, 3] (even H and W) to mp4 (h264, mpeg4) or webm (vp8, vp9) bytes.
+
+    bitexact flags keep encoder/muxer version strings and random segment UIDs out, so the bytes
+    only depend on the frames.
+    """
+    if codec not in _CODECS:
+        raise ValueError(f"codec must be one of {sorted(_CODECS)}, got {codec!r}")
+    fmt, encoder, options = _CODECS[codec]
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format=fmt, container_options={"fflags": "+bitexact"}) as container:
+        stream = None
+        for i, frame in enumerate(frames):
+            rgb = np.ascontiguousarray(frame, dtype=np.uint8)
+            if stream is None:
+                height, width = rgb.shape[:2]
+                if width % 2 or height % 2:
+                    raise ValueError(f"frame size must be even for yuv420p, got {width}x{height}")
+                stream = container.add_stream(encoder, rate=Fraction(fps), options=dict(options))
+                stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+                stream.codec_context.flags |= av.codec.context.Flags.bitexact
+                stream.codec_context.thread_count = 1  # one thread: identical bytes on any machine
+            video_frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+            video_frame.pts, video_frame.time_base = i, Fraction(1, fps)
+            container.mux(stream.encode(video_frame))
+        if stream is None:
+            raise ValueError("no frames to encode")
+        container.mux(stream.encode(None))
+    return buf.getvalue()
+
+
+def _as_rgb(image: np.ndarray) -> np.ndarray:
+    """uint8 [H, W, 3] from gray, RGBA or float photos."""
+    img = np.asarray(image)
+    if img.dtype != np.uint8:
+        img = np.clip(img * 255.0 if img.dtype.kind == "f" and img.max() <= 1.0 else img, 0, 255).astype(np.uint8)
+    if img.ndim == 2:
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    if img.ndim != 3 or img.shape[2] not in (3, 4):
+        raise ValueError(f"expected an image [H, W] or [H, W, 3|4], got shape {img.shape}")
+    return np.ascontiguousarray(img[:, :, :3])
+
+
+def _resize(img: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Area resize with swscale: anti-aliased, so the camera move does not shimmer."""
+    frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+    return frame.reformat(width=width, height=height, interpolation="AREA").to_ndarray()
+
+
+def _bilinear_crop(img: np.ndarray, cx: float, cy: float, cw: float, ch: float, out_w: int, out_h: int) -> np.ndarray:
+    """Sample the window centred at (cx, cy) of size cw x ch to out_w x out_h, sub-pixel (smooth motion)."""
+    h, w = img.shape[:2]
+    xs = np.clip(cx - cw / 2 + (np.arange(out_w) + 0.5) * cw / out_w - 0.5, 0, w - 1)
+    ys = np.clip(cy - ch / 2 + (np.arange(out_h) + 0.5) * ch / out_h - 0.5, 0, h - 1)
+    x0 = np.minimum(xs.astype(np.int64), w - 2) if w > 1 else np.zeros(out_w, np.int64)
+    y0 = np.minimum(ys.astype(np.int64), h - 2) if h > 1 else np.zeros(out_h, np.int64)
+    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
+    wx, wy = (xs - x0)[None, :, None], (ys - y0)[:, None, None]
+    src = img.astype(np.float32)
+    rows = src[y0] * (1 - wy) + src[y1] * wy
+    out = rows[:, x0] * (1 - wx) + rows[:, x1] * wx
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def ken_burns_frames(
+    image: np.ndarray, *, n: int, size: tuple[int, int], motion: str = "zoom", seed: int = 0
+) -> list[np.ndarray]:
+    """n RGB frames of `size` = (width, height) looking at `image` through a slowly moving window."""
+    if motion not in MOTIONS:
+        raise ValueError(f"motion must be one of {MOTIONS}, got {motion!r}")
+    out_w, out_h = size
+    img = _as_rgb(image)
+    # Scale the photo so the largest window of the output's aspect maps 1:1 to the output.
+    h, w = img.shape[:2]
+    scale = max(out_w / w, out_h / h)
+    img = _resize(img, max(out_w, round(w * scale)), max(out_h, round(h * scale)))
+    h, w = img.shape[:2]
+    rng = np.random.default_rng(seed)
+    fx, fy = rng.uniform(-0.5, 0.5, size=2)  # where the camera drifts to, as a fraction of the slack
+
+    frames = []
+    for i in range(n):
+        t = i / (n - 1) if n > 1 else 0.0
+        ease = t * t * (3 - 2 * t)
+        if motion == "zoom":
+            zoom = 1 - (1 - _ZOOM) * ease
+            cw, ch = out_w * zoom, out_h * zoom
+            cx = w / 2 + fx * (w - cw) * ease
+            cy = h / 2 + fy * (h - ch) * ease
+        elif motion == "pan":
+            cw, ch = out_w * _PAN_WINDOW, out_h * _PAN_WINDOW
+            cx = cw / 2 + (w - cw) * ease
+            cy = h / 2 + fy * (h - ch)
+        else:
+            cw, ch = out_w, out_h
+            cx, cy = w / 2 + fx * (w - cw), h / 2 + fy * (h - ch)
+        frames.append(_bilinear_crop(img, cx, cy, cw, ch, out_w, out_h))
+    return frames
+
+
+def render_clip(
+    image: np.ndarray,
+    *,
+    seconds: float = 2.0,
+    fps: int = 12,
+    size: tuple[int, int] = (288, 512),
+    motion: str = "zoom",
+    codec: str = "h264",
+    seed: int = 0,
+) -> bytes:
+    """A short video (mp4 for h264/mpeg4, webm for vp8/vp9) of one photo with a Ken-Burns move.
+
+    `size` is (width, height); the default is portrait 9:16 like short-video apps. `seed` picks
+    where the camera drifts to.
+    """
+    n = max(1, round(seconds * fps))
+    return encode_frames(ken_burns_frames(image, n=n, size=size, motion=motion, seed=seed), fps=fps, codec=codec)
+
+
+def _stereo_left() -> np.ndarray:
+    import skimage.data
+
+    return skimage.data.stereo_motorcycle()[0]
+
+
+def _photo_loader(name: str) -> Callable[[], np.ndarray]:
+    import skimage.data
+
+    if name == "motorcycle_left":
+        return _stereo_left
+    return getattr(skimage.data, name)
+
+
+# Photos that scikit-image ships inside its wheel (no download).
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "hubble_deep_field", "camera")
+
+
+def load_photo(name: str) -> np.ndarray:
+    """RGB uint8 photo bundled with scikit-image (gray ones, e.g. "camera", come back as RGB)."""
+    if name not in PHOTOS:
+        raise ValueError(f"photo must be one of {PHOTOS}, got {name!r}")
+    return _as_rgb(_photo_loader(name)())
+
+
+@dataclass(frozen=True)
+class SampleVideo:
+    """One demo clip: a bundled photo, a camera move, a codec and the title a user gave it."""
+
+    name: str
+    title: str
+    photo: str
+    motion: str = "zoom"
+    codec: str = "h264"
+
+    def render(self, **kwargs) -> bytes:
+        """Container bytes; kwargs go to `render_clip` (seconds, fps, size, seed)."""
+        return render_clip(load_photo(self.photo), motion=self.motion, codec=self.codec, **kwargs)
+
+
+def demo_videos() -> list[SampleVideo]:
+    """Clips with multilingual titles, covering h264/mp4, mpeg4/mp4 and vp9/vp8 webm."""
+    return [
+        SampleVideo("cat_nap", "My cat Chelsea taking a nap", "chelsea", "zoom", "h264"),
+        SampleVideo("cat_window", "我家的猫在窗边晒太阳", "chelsea", "pan", "vp9"),
+        SampleVideo("morning_coffee", "Café de la mañana ☕", "coffee", "zoom", "h264"),
+        SampleVideo("astronaut", "Астронавт на орбите", "astronaut", "still", "mpeg4"),
+        SampleVideo("rocket_launch", "ロケット打ち上げの瞬間", "rocket", "zoom", "vp8"),
+        SampleVideo("motorcycle_tour", "Motorrad-Tour am Wochenende", "motorcycle_left", "pan", "h264"),
+        SampleVideo("hubble", "Galáxias vistas pelo Hubble", "hubble_deep_field", "zoom", "vp9"),
+    ]
+
+
+def _png_bytes(image: np.ndarray) -> bytes:
+    """A PNG file of `image`, via PyAV's PNG encoder."""
+    ctx = av.CodecContext.create("png", "w")
+    ctx.width, ctx.height, ctx.pix_fmt = image.shape[1], image.shape[0], "rgb24"
+    packets = ctx.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24"))
+    packets += ctx.encode(None)
+    return b"".join(bytes(p) for p in packets)
+
+
+def _silent_audio(seconds: float = 0.5, rate: int = 48000) -> bytes:
+    """An audio-only webm (Opus silence): a valid container with no video stream."""
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="webm", container_options={"fflags": "+bitexact"}) as container:
+        stream = container.add_stream("libopus", rate=rate)
+        stream.layout = "mono"
+        frame_size = 960
+        for i in range(max(1, round(seconds * rate / frame_size))):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, frame_size), np.int16), format="s16", layout="mono")
+            frame.sample_rate, frame.pts = rate, i * frame_size
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return buf.getvalue()
+
+
+def malformed_videos(seed: int = 0) -> dict[str, bytes]:
+    """Inputs a decoder must refuse cleanly: name -> bytes."""
+    small = load_photo("chelsea")[:64, :96]
+    clip = render_clip(small, seconds=0.5, fps=8, size=(96, 64), motion="still")
+    return {
+        "empty": b"",
+        "random_bytes": np.random.default_rng(seed).integers(0, 256, 4096, dtype=np.uint8).tobytes(),
+        "png_image": _png_bytes(small),
+        "truncated_mp4": clip[:200],
+        "audio_only": _silent_audio(),
+    }

@@ -1,0 +1,234 @@
+"""The ensemble's python-backend steps as plain numpy classes, unit-testable without Triton.
+
+Each step takes the inputs of every request Triton handed to one `execute` call and returns,
+per request, either its outputs or the `InvalidInputError` that request earned: one bad
+video never fails its neighbours. Encoders concatenate the requests into one ONNX Runtime
+call, which is where dynamic batching pays.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from reelserve import contract as c
+from reelserve.config import TextConfig, VideoConfig
+
+from .errors import InvalidInputError
+from .text_tokenize import TextTokenizer
+from .video_decode import decode_video
+
+Arrays = dict[str, np.ndarray]
+Result = Arrays | InvalidInputError
+
+
+def _bytes_items(tensor: np.ndarray | None, field: str) -> list[bytes]:
+    """A TYPE_STRING input [B, 1] -> B byte strings."""
+    if tensor is None:
+        raise InvalidInputError(field, "is missing")
+    if tensor.ndim != 2 or tensor.shape[1] != 1:
+        raise InvalidInputError(field, f"must have shape [batch, 1], got {list(tensor.shape)}")
+    return [v if isinstance(v, bytes) else str(v).encode("utf-8") for v in tensor[:, 0]]
+
+
+class Step:
+    """One python-backend model; `parameters` are the string parameters of its config.pbtxt."""
+
+    def __init__(self, parameters: Mapping[str, str], version_dir: Path) -> None:
+        self.parameters = dict(parameters)
+        self.version_dir = Path(version_dir)
+
+    def run(self, requests: Sequence[Mapping[str, np.ndarray | None]]) -> list[Result]:
+        raise NotImplementedError
+
+    def int_param(self, key: str, default: int) -> int:
+        return int(self.parameters.get(key, default))
+
+
+class Preprocess(Step):
+    """Validates, decodes and tokenizes a whole request before the ensemble fans out.
+
+    Every refusal happens here, while no other step of the request is in flight: Triton 2.51
+    leaks the request (and can break a sibling step's stub) when a step fails while a parallel
+    branch of the same ensemble request is still running (see docs/architecture.md).
+    """
+
+    def __init__(self, parameters: Mapping[str, str], version_dir: Path) -> None:
+        super().__init__(parameters, version_dir)
+        v, t = VideoConfig(), TextConfig()
+        self.video_cfg = VideoConfig(
+            num_frames=self.int_param("num_frames", v.num_frames),
+            image_size=self.int_param("image_size", v.image_size),
+            max_video_bytes=self.int_param("max_video_bytes", v.max_video_bytes),
+            max_decoded_frames=self.int_param("max_decoded_frames", v.max_decoded_frames),
+            max_source_pixels=self.int_param("max_source_pixels", v.max_source_pixels),
+        )
+        text_cfg = TextConfig(
+            max_tokens=self.int_param("max_tokens", t.max_tokens),
+            max_text_bytes=self.int_param("max_text_bytes", t.max_text_bytes),
+        )
+        self.tokenizer = TextTokenizer(self.version_dir / "tokenizer.json", text_cfg)
+
+    def run_one(self, inputs: Mapping[str, np.ndarray | None]) -> Arrays:
+        texts = _bytes_items(inputs.get(c.TEXT.name), c.TEXT.name)
+        ids, mask, truncated = self.tokenizer.encode(texts)
+        out = {c.INPUT_IDS.name: ids, c.ATTENTION_MASK.name: mask, c.TEXT_TRUNCATED.name: truncated[:, None]}
+        if inputs.get(c.VIDEO.name) is None:  # text_features: the text is all there is
+            empty = ~mask.any(axis=1)
+            if empty.any():
+                raise InvalidInputError(c.TEXT.name, f"item {int(np.argmax(empty))} is empty; text_features needs text")
+            return out
+        videos = _bytes_items(inputs[c.VIDEO.name], c.VIDEO.name)
+        if len(videos) != len(texts):
+            raise InvalidInputError(c.TEXT.name, f"has {len(texts)} items but 'video' has {len(videos)}")
+        decoded = [decode_video(v, self.video_cfg) for v in videos]
+        out[c.FRAMES.name] = np.stack([f for f, _ in decoded])
+        out[c.FRAME_MASK.name] = np.stack([m for _, m in decoded])
+        return out
+
+    def run(self, requests: Sequence[Mapping[str, np.ndarray | None]]) -> list[Result]:
+        results: list[Result] = []
+        for inputs in requests:
+            try:
+                results.append(self.run_one(inputs))
+            except InvalidInputError as e:
+                results.append(e)
+        return results
+
+
+def ort_session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.inter_op_num_threads = 1
+    if threads > 0:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def pad_axis1(arrays: Sequence[np.ndarray], length: int) -> np.ndarray:
+    """Stack [B_i, L_i, ...] arrays into [sum B_i, length, ...], zero-padded on axis 1."""
+    out = np.zeros((sum(a.shape[0] for a in arrays), length, *arrays[0].shape[2:]), dtype=arrays[0].dtype)
+    row = 0
+    for a in arrays:
+        out[row : row + a.shape[0], : a.shape[1]] = a
+        row += a.shape[0]
+    return out
+
+
+class VisionEncoder(Step):
+    """Runs only the real frames of every request through the vision ONNX graph."""
+
+    def __init__(self, parameters: Mapping[str, str], version_dir: Path) -> None:
+        super().__init__(parameters, version_dir)
+        self.session = ort_session(self.version_dir / "model.onnx", self.int_param("ort_threads", 0))
+        self.max_frames_per_run = self.int_param("max_frames_per_run", 64)
+        self.num_classes = self.session.get_outputs()[0].shape[-1]
+
+    def run(self, requests: Sequence[Mapping[str, np.ndarray | None]]) -> list[Result]:
+        frames = [np.asarray(r[c.FRAMES.name]) for r in requests]
+        masks = [np.asarray(r[c.FRAME_MASK.name], dtype=bool) for r in requests]
+        real = np.concatenate([f[m] for f, m in zip(frames, masks, strict=True)])  # [N, H, W, 3]
+        logits = np.concatenate(
+            [
+                self.session.run(None, {c.FRAMES.name: real[i : i + self.max_frames_per_run]})[0]
+                for i in range(0, len(real), self.max_frames_per_run)
+            ]
+            or [np.zeros((0, self.num_classes), np.float32)]
+        )
+        results: list[Result] = []
+        start = 0
+        for m in masks:
+            out = np.zeros((*m.shape, self.num_classes), dtype=np.float32)  # padded frames stay zero
+            out[m] = logits[start : start + int(m.sum())]
+            start += int(m.sum())
+            results.append({c.FRAME_LOGITS.name: out})
+        return results
+
+
+class TextEncoder(Step):
+    """Pads the requests' token rows to the longest one and runs them in one ONNX call."""
+
+    def __init__(self, parameters: Mapping[str, str], version_dir: Path) -> None:
+        super().__init__(parameters, version_dir)
+        self.session = ort_session(self.version_dir / "model.onnx", self.int_param("ort_threads", 0))
+
+    def run(self, requests: Sequence[Mapping[str, np.ndarray | None]]) -> list[Result]:
+        ids = [np.asarray(r[c.INPUT_IDS.name], dtype=np.int64) for r in requests]
+        masks = [np.asarray(r[c.ATTENTION_MASK.name], dtype=np.int64) for r in requests]
+        length = max(a.shape[1] for a in ids)
+        states = self.session.run(
+            None, {c.INPUT_IDS.name: pad_axis1(ids, length), c.ATTENTION_MASK.name: pad_axis1(masks, length)}
+        )[0]
+        results: list[Result] = []
+        row = 0
+        for a in ids:
+            results.append({c.TOKEN_STATES.name: states[row : row + a.shape[0], : a.shape[1]]})
+            row += a.shape[0]
+        return results
+
+
+class FusionHeads(Step):
+    """Fusion and heads in one ONNX graph; maps tag ids to names. Frames are optional (text_features).
+
+    It never refuses a request: `preprocess` already did, before the ensemble fanned out.
+    """
+
+    def __init__(self, parameters: Mapping[str, str], version_dir: Path) -> None:
+        super().__init__(parameters, version_dir)
+        self.session = ort_session(self.version_dir / "model.onnx", self.int_param("ort_threads", 0))
+        meta = json.loads((self.version_dir / "heads.json").read_text(encoding="utf-8"))
+        self.tag_names = np.array([t.encode("utf-8") for t in meta["tags"]], dtype=object)
+        self.num_classes = len(self.tag_names)
+
+    def run(self, requests: Sequence[Mapping[str, np.ndarray | None]]) -> list[Result]:
+        states = [np.asarray(r[c.TOKEN_STATES.name], dtype=np.float32) for r in requests]
+        tmasks = [np.asarray(r[c.ATTENTION_MASK.name], dtype=np.int64) for r in requests]
+        logits, fmasks = [], []
+        for r, s in zip(requests, states, strict=True):
+            if r.get(c.FRAME_LOGITS.name) is None:  # text_features: no video at all
+                logits.append(np.zeros((s.shape[0], 1, self.num_classes), np.float32))
+                fmasks.append(np.zeros((s.shape[0], 1), bool))
+            else:
+                logits.append(np.asarray(r[c.FRAME_LOGITS.name], dtype=np.float32))
+                fmasks.append(np.asarray(r[c.FRAME_MASK.name], dtype=bool))
+        length = max(a.shape[1] for a in states)
+        frames = max(a.shape[1] for a in logits)
+        outputs = self.session.run(
+            None,
+            {
+                c.FRAME_LOGITS.name: pad_axis1(logits, frames),
+                c.FRAME_MASK.name: pad_axis1(fmasks, frames),
+                c.TOKEN_STATES.name: pad_axis1(states, length),
+                c.ATTENTION_MASK.name: pad_axis1(tmasks, length),
+            },
+        )
+        names = [o.name for o in self.session.get_outputs()]
+        merged = dict(zip(names, outputs, strict=True))
+        results: list[Result] = []
+        row = 0
+        for fm in fmasks:
+            rows = slice(row, row + fm.shape[0])
+            row += fm.shape[0]
+            results.append(
+                {
+                    c.EMBEDDING.name: merged[c.EMBEDDING.name][rows],
+                    c.TAGS.name: self.tag_names[merged[c.TAG_IDS.name][rows]],
+                    c.TAG_SCORES.name: merged[c.TAG_SCORES.name][rows],
+                    c.LABEL_SCORES.name: merged[c.LABEL_SCORES.name][rows],
+                    c.SEMANTIC_IDS.name: merged[c.SEMANTIC_IDS.name][rows].astype(np.int32),
+                }
+            )
+        return results
+
+
+STEPS: dict[str, type[Step]] = {
+    c.PREPROCESS: Preprocess,
+    c.VISION_ENCODER: VisionEncoder,
+    c.TEXT_ENCODER: TextEncoder,
+    c.FUSION_HEADS: FusionHeads,
+}

@@ -1,0 +1,64 @@
+"""UTF-8 text -> padded token ids for the text tower, with the request limits enforced.
+
+Uses the tower's own `tokenizer.json` (Hugging Face `tokenizers`, Rust), which `reelserve
+export` copies next to the `preprocess` step. Empty text is legal (a video may have no
+title): it yields an all-zero attention mask, which the heads read as "no text".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from reelserve.config import TextConfig
+
+from .errors import InvalidInputError
+
+FIELD = "text"
+
+
+def decode_utf8(raw: bytes | str, max_bytes: int) -> str:
+    """The request's bytes as text, refusing payloads a tokenizer should never see."""
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8")
+    if len(raw) > max_bytes:
+        raise InvalidInputError(FIELD, f"is {len(raw)} bytes; the limit is {max_bytes} bytes of UTF-8")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InvalidInputError(FIELD, f"is not valid UTF-8 (bad byte at offset {e.start})") from None
+
+
+class TextTokenizer:
+    def __init__(self, tokenizer_json: Path, cfg: TextConfig | None = None) -> None:
+        self.cfg = cfg = cfg or TextConfig()
+        self._tok = Tokenizer.from_file(str(tokenizer_json))
+        self._tok.no_padding()
+        self._tok.enable_truncation(max_length=cfg.max_tokens)
+
+    def encode(self, texts: Sequence[bytes | str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """-> input_ids [B, L] int64, attention_mask [B, L] int64, truncated [B] bool.
+
+        L is the longest text in this call (at least 1); texts beyond `max_tokens` are cut
+        and flagged, never refused.
+        """
+        strings = [decode_utf8(t, self.cfg.max_text_bytes) for t in texts]
+        ids: list[list[int]] = []
+        truncated = np.zeros(len(strings), dtype=bool)
+        nonempty = [i for i, s in enumerate(strings) if s.strip()]
+        encodings = self._tok.encode_batch([strings[i] for i in nonempty]) if nonempty else []
+        by_index = dict(zip(nonempty, encodings, strict=True))
+        for i in range(len(strings)):
+            enc = by_index.get(i)
+            ids.append(enc.ids if enc is not None else [])
+            truncated[i] = enc is not None and len(enc.overflowing) > 0
+        length = max([1, *map(len, ids)])
+        input_ids = np.zeros((len(ids), length), dtype=np.int64)
+        attention_mask = np.zeros((len(ids), length), dtype=np.int64)
+        for i, row in enumerate(ids):
+            input_ids[i, : len(row)] = row
+            attention_mask[i, : len(row)] = 1
+        return input_ids, attention_mask, truncated

@@ -1,0 +1,50 @@
+"""Shared fixtures: the exported model repository and one real tritonserver for the session."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from reelserve import contract as c
+from reelserve.config import DEFAULT, REPO_ROOT
+
+# Tests never reach a model hub; the packaged weights load from site-packages.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def model_repository() -> Path:
+    """The CPU-target repository, exported once (reused when the fingerprint matches)."""
+    from reelserve.export.build import export_cpu
+
+    root = Path(os.environ.get("REELSERVE_TEST_REPOSITORY", REPO_ROOT / "model_repository"))
+    export_cpu(root, DEFAULT, progress=False, log=lambda _msg: None)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tritonserver(model_repository: Path):
+    """A real tritonserver on free loopback ports, serving the exported repository."""
+    from reelserve.server import TritonServer, free_port
+
+    cfg = replace(
+        DEFAULT.server,
+        model_repository=model_repository,
+        grpc_port=free_port(),
+        http_port=free_port(),
+        metrics_port=free_port(),
+    )
+    with TritonServer(cfg) as server:
+        server.wait_ready(models=[c.VIDEO_FEATURES, c.TEXT_FEATURES])
+        yield server
+
+
+@pytest.fixture(scope="session")
+def client(tritonserver):
+    from reelserve.client import VideoFeaturesClient
+
+    with VideoFeaturesClient(tritonserver.grpc_url) as cl:
+        yield cl

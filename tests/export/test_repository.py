@@ -1,0 +1,173 @@
+"""The generated Triton repository: parses as ModelConfig, wires every ensemble consistently, safe paths."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from reelserve import contract as c
+from reelserve.config import DEFAULT, ReelserveConfig
+from reelserve.export import repository
+from reelserve.export.repository import StepSpec, _inside, ensemble_specs, step_specs, write_repository
+
+STEPS = [c.PREPROCESS, c.VISION_ENCODER, c.TEXT_ENCODER, c.FUSION_HEADS]
+ENSEMBLES = [c.VIDEO_FEATURES, c.TEXT_FEATURES]
+DTYPE = model_config_pb2.DataType
+
+
+def _parse(path: Path) -> model_config_pb2.ModelConfig:
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+@pytest.fixture(scope="module")
+def configs(tmp_path_factory) -> dict[str, model_config_pb2.ModelConfig]:
+    root = tmp_path_factory.mktemp("repo")
+    version_dirs = write_repository(root, DEFAULT)
+    assert sorted(d.parent.name for d in version_dirs) == sorted(STEPS)
+    assert all(d.name == "1" and (d / "model.py").is_file() for d in version_dirs)
+    for name in ENSEMBLES:
+        assert (root / name / "1").is_dir(), f"Triton needs a version folder for {name}"
+    assert sorted(p.name for p in root.iterdir()) == sorted(STEPS + ENSEMBLES)
+    return {name: _parse(root / name / "config.pbtxt") for name in STEPS + ENSEMBLES}
+
+
+def _contract_io(t: c.Tensor, io) -> None:
+    assert io.name == t.name
+    assert io.data_type == DTYPE.Value(t.dtype), f"{t.name}: {DTYPE.Name(io.data_type)} != {t.dtype}"
+    assert tuple(io.dims) == t.dims, f"{t.name}: dims {list(io.dims)} != {t.dims}"
+
+
+def test_every_config_parses_with_its_own_name(configs) -> None:
+    for name, cfg in configs.items():
+        assert cfg.name == name
+        if name in ENSEMBLES:
+            assert cfg.platform == "ensemble"
+        else:
+            assert cfg.backend == "python"
+            assert cfg.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+            assert list(cfg.dynamic_batching.preferred_batch_size) == [4, 8, 16]
+            assert cfg.max_batch_size == DEFAULT.batching.max_batch_size
+
+
+def test_step_tensors_are_the_contract(configs) -> None:
+    for spec in step_specs(DEFAULT):
+        cfg = configs[spec.name]
+        assert [i.name for i in cfg.input] == [p.tensor.name for p in spec.inputs]
+        for port, io in zip(spec.inputs, cfg.input, strict=True):
+            _contract_io(port.tensor, io)
+            assert io.optional == port.tensor.optional
+            assert io.allow_ragged_batch == port.ragged
+        assert [o.name for o in cfg.output] == [t.name for t in spec.outputs]
+        for t, io in zip(spec.outputs, cfg.output, strict=True):
+            _contract_io(t, io)
+        params = {k: v.string_value for k, v in cfg.parameters.items()}
+        assert params == spec.parameters
+    fusion = {i.name: i for i in configs[c.FUSION_HEADS].input}
+    assert fusion[c.FRAME_LOGITS.name].optional and fusion[c.FRAME_MASK.name].optional
+    assert not fusion[c.TOKEN_STATES.name].optional
+
+
+def test_ensemble_tensors_are_the_contract(configs) -> None:
+    want = {
+        c.VIDEO_FEATURES: (c.VIDEO_FEATURES_INPUTS, (*c.VIDEO_FEATURES_OUTPUTS, c.TEXT_TRUNCATED)),
+        c.TEXT_FEATURES: (c.TEXT_FEATURES_INPUTS, (*c.TEXT_FEATURES_OUTPUTS, c.TEXT_TRUNCATED)),
+    }
+    for name, (inputs, outputs) in want.items():
+        cfg = configs[name]
+        assert [i.name for i in cfg.input] == [t.name for t in inputs]
+        assert [o.name for o in cfg.output] == [t.name for t in outputs]
+        for t, io in zip(inputs, cfg.input, strict=True):
+            _contract_io(t, io)
+        for t, io in zip(outputs, cfg.output, strict=True):
+            _contract_io(t, io)
+        assert cfg.max_batch_size >= 8, f"{name}: max_batch_size {cfg.max_batch_size}"
+
+
+@pytest.mark.parametrize("ensemble", ENSEMBLES)
+def test_ensemble_wiring(configs, ensemble: str) -> None:
+    cfg = configs[ensemble]
+    dtypes = {i.name: i.data_type for i in cfg.input}  # ensemble tensor -> dtype of its producer
+    produced_by: dict[str, str] = {}
+    for step in cfg.ensemble_scheduling.step:
+        model = configs[step.model_name]
+        assert model.max_batch_size >= cfg.max_batch_size, f"{step.model_name} batches less than {ensemble}"
+        model_inputs = {i.name: i for i in model.input}
+        model_outputs = {o.name: o for o in model.output}
+        for key, value in step.input_map.items():
+            assert key in model_inputs, f"{step.model_name} has no input {key}"
+            assert value in dtypes, f"{ensemble}: {step.model_name} reads {value!r} before anything produces it"
+            assert dtypes[value] == model_inputs[key].data_type, (
+                f"{ensemble}: {value} is {DTYPE.Name(dtypes[value])} but {step.model_name}.{key} "
+                f"wants {DTYPE.Name(model_inputs[key].data_type)}"
+            )
+        missing = [n for n, i in model_inputs.items() if not i.optional and n not in step.input_map]
+        assert not missing, f"{ensemble}: required inputs of {step.model_name} not mapped: {missing}"
+        for key, value in step.output_map.items():
+            assert key in model_outputs, f"{step.model_name} has no output {key}"
+            assert value not in dtypes, f"{ensemble}: {value} produced twice"
+            dtypes[value] = model_outputs[key].data_type
+            produced_by[value] = step.model_name
+    for out in cfg.output:
+        assert out.name in produced_by, f"{ensemble}: output {out.name} is produced by no step"
+        assert dtypes[out.name] == out.data_type, f"{ensemble}: output {out.name} dtype mismatch"
+
+
+def test_labels_parameter_round_trips(configs) -> None:
+    for name in ENSEMBLES:
+        labels = json.loads(configs[name].parameters["labels"].string_value)
+        assert labels == list(DEFAULT.heads.labels)
+
+
+def test_labels_with_quotes_backslashes_and_unicode(tmp_path: Path) -> None:
+    labels = ('say "cheese"', "back\\slash \\n not a newline", "猫と café ☕", "tab\tand\nnewline", "Ünïcödé 🚀", "")
+    cfg = replace(DEFAULT, heads=replace(DEFAULT.heads, labels=labels))
+    write_repository(tmp_path, cfg)
+    for name in ENSEMBLES:
+        parsed = _parse(tmp_path / name / "config.pbtxt")
+        assert json.loads(parsed.parameters["labels"].string_value) == list(labels)
+
+
+def test_batching_config_flows_into_every_config(tmp_path: Path) -> None:
+    cfg = replace(DEFAULT, batching=replace(DEFAULT.batching, max_batch_size=8, preferred_batch_sizes=(2, 8, 32)))
+    write_repository(tmp_path, cfg)
+    for name in STEPS + ENSEMBLES:
+        parsed = _parse(tmp_path / name / "config.pbtxt")
+        assert parsed.max_batch_size == 8
+        if name in STEPS:  # preferred sizes above max_batch_size are dropped (Triton refuses them)
+            assert list(parsed.dynamic_batching.preferred_batch_size) == [2, 8]
+
+
+def test_inside_refuses_escapes(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    root.mkdir()
+    assert _inside(root, "model", "1") == (root / "model" / "1").resolve()
+    for parts in (("..", "evil"), ("../evil", "1"), ("model", "..", "..", "evil"), ("/etc", "passwd")):
+        with pytest.raises(ValueError, match="outside the model repository"):
+            _inside(root, *parts)
+    (root / "link").symlink_to(tmp_path, target_is_directory=True)
+    with pytest.raises(ValueError):
+        _inside(root, "link", "config.pbtxt")
+
+
+def test_write_repository_refuses_escaping_step_name(tmp_path: Path, monkeypatch) -> None:
+    def evil_specs(cfg: ReelserveConfig) -> list[StepSpec]:
+        return [replace(step_specs(cfg)[0], name="../evil")]
+
+    monkeypatch.setattr(repository, "step_specs", evil_specs)
+    root = tmp_path / "repo"
+    with pytest.raises(ValueError, match="outside the model repository"):
+        write_repository(root, DEFAULT)
+    assert not (tmp_path / "evil").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["repo"]
+
+
+def test_specs_match_generated_wiring() -> None:
+    """The ensemble specs only reference steps that exist."""
+    names = {s.name for s in step_specs(DEFAULT)}
+    for spec in ensemble_specs():
+        assert {model for model, _, _ in spec.steps} <= names

@@ -1,0 +1,247 @@
+"""The python-backend steps on the exported repository, without Triton: batching is invisible per request,
+and one bad request never fails its neighbours."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from reelserve import contract as c
+from reelserve.samples import load_photo, malformed_videos, render_clip
+from reelserve.serving import steps as s
+from reelserve.serving.errors import InvalidInputError
+
+
+def _step(repo: Path, name: str, cls: type[s.Step]) -> s.Step:
+    cfg = text_format.Parse((repo / name / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    parameters = {k: v.string_value for k, v in cfg.parameters.items()}
+    return cls(parameters, repo / name / "1")
+
+
+@pytest.fixture(scope="module")
+def vision(model_repository) -> s.VisionEncoder:
+    return _step(model_repository, c.VISION_ENCODER, s.VisionEncoder)
+
+
+@pytest.fixture(scope="module")
+def text_encoder(model_repository) -> s.TextEncoder:
+    return _step(model_repository, c.TEXT_ENCODER, s.TextEncoder)
+
+
+@pytest.fixture(scope="module")
+def preprocess(model_repository) -> s.Preprocess:
+    return _step(model_repository, c.PREPROCESS, s.Preprocess)
+
+
+@pytest.fixture(scope="module")
+def heads(model_repository) -> s.FusionHeads:
+    return _step(model_repository, c.FUSION_HEADS, s.FusionHeads)
+
+
+@pytest.fixture(scope="module")
+def photos() -> list[np.ndarray]:
+    from skimage.transform import resize
+
+    return [
+        (resize(load_photo(n), (224, 224), anti_aliasing=True) * 255).astype(np.uint8)
+        for n in ("chelsea", "coffee", "astronaut", "rocket")
+    ]
+
+
+@pytest.fixture(scope="module")
+def good_video() -> bytes:
+    return render_clip(load_photo("chelsea"), seconds=1.0, fps=8, size=(144, 256))
+
+
+def _ok(result) -> dict[str, np.ndarray]:
+    assert not isinstance(result, InvalidInputError), f"unexpected refusal: {result}"
+    return result
+
+
+def _texts(preprocess: s.Preprocess, *texts: str) -> dict[str, np.ndarray]:
+    """Token ids and mask exactly as the preprocess step makes them."""
+    ids, mask, _ = preprocess.tokenizer.encode([t.encode() for t in texts])
+    return {c.INPUT_IDS.name: ids, c.ATTENTION_MASK.name: mask}
+
+
+def _clip_request(photos, mask: list[bool], seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    frames = rng.integers(0, 256, size=(1, len(mask), 224, 224, 3), dtype=np.uint8)  # padded frames: garbage
+    for j, real in enumerate(mask):
+        if real:
+            frames[0, j] = photos[(j + seed) % len(photos)]
+    return {c.FRAMES.name: frames, c.FRAME_MASK.name: np.array([mask])}
+
+
+# --- vision_encoder ---------------------------------------------------------------------------
+
+
+def test_vision_batched_requests_equal_alone(vision, photos) -> None:
+    a = _clip_request(photos, [True, True, False, False], seed=0)
+    b = _clip_request(photos, [True, False, True, True], seed=1)
+    together = [_ok(r)[c.FRAME_LOGITS.name] for r in vision.run([a, b])]
+    alone = [_ok(vision.run([r])[0])[c.FRAME_LOGITS.name] for r in (a, b)]
+    for i, (got, want, req) in enumerate(zip(together, alone, (a, b), strict=True)):
+        assert got.shape == (1, 4, 1000) and got.dtype == np.float32
+        np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4, err_msg=f"request {i}")
+        mask = req[c.FRAME_MASK.name]
+        assert np.all(got[~mask] == 0.0), f"request {i}: padded frames must carry exact zeros"
+        assert np.all(np.abs(got[mask]).max(axis=-1) > 1.0), f"request {i}: real frames have real logits"
+
+
+def test_vision_matches_torch_tower(vision, photos) -> None:
+    from reelserve.models.vision_tower import load_efficientnet_lite0
+
+    req = _clip_request(photos, [True, True, True], seed=0)
+    got = _ok(vision.run([req])[0])[c.FRAME_LOGITS.name][0]
+    with torch.no_grad():
+        want = load_efficientnet_lite0()(torch.from_numpy(req[c.FRAMES.name][0])).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-3, rtol=1e-3)
+
+
+def test_vision_all_padding_request(vision, photos) -> None:
+    empty = {c.FRAMES.name: np.zeros((1, 3, 224, 224, 3), np.uint8), c.FRAME_MASK.name: np.zeros((1, 3), bool)}
+    results = vision.run([empty, _clip_request(photos, [True, False, False], seed=2)])
+    assert np.all(_ok(results[0])[c.FRAME_LOGITS.name] == 0)
+    assert np.abs(_ok(results[1])[c.FRAME_LOGITS.name][0, 0]).max() > 1.0
+
+
+# --- text_encoder -----------------------------------------------------------------------------
+
+
+def test_text_ragged_batching(text_encoder, preprocess) -> None:
+    requests = [
+        _texts(preprocess, "a cat"),
+        _texts(preprocess, "a much longer title about a rocket launch seen from the beach at night", "猫"),
+        _texts(preprocess, "Café de la mañana ☕"),
+    ]
+    lengths = [r[c.INPUT_IDS.name].shape[1] for r in requests]
+    assert len(set(lengths)) == 3, f"want different token lengths, got {lengths}"
+    feeds = [{k: r[k] for k in (c.INPUT_IDS.name, c.ATTENTION_MASK.name)} for r in requests]
+    together = [_ok(r)[c.TOKEN_STATES.name] for r in text_encoder.run(feeds)]
+    for i, (req, got) in enumerate(zip(feeds, together, strict=True)):
+        want = _ok(text_encoder.run([req])[0])[c.TOKEN_STATES.name]
+        assert got.shape == (*req[c.INPUT_IDS.name].shape, 384), f"request {i}: {got.shape}"
+        real = req[c.ATTENTION_MASK.name] > 0
+        np.testing.assert_allclose(got[real], want[real], atol=1e-5, rtol=1e-5, err_msg=f"request {i}")
+
+
+# --- fusion_heads -----------------------------------------------------------------------------
+
+
+def _heads_input(preprocess, text_encoder, *texts: str) -> dict[str, np.ndarray]:
+    tok = _texts(preprocess, *texts)
+    states = _ok(text_encoder.run([{k: tok[k] for k in (c.INPUT_IDS.name, c.ATTENTION_MASK.name)}])[0])
+    return {c.TOKEN_STATES.name: states[c.TOKEN_STATES.name], c.ATTENTION_MASK.name: tok[c.ATTENTION_MASK.name]}
+
+
+def test_heads_text_features_path_equals_text_only(heads, preprocess, text_encoder, model_repository) -> None:
+    from reelserve.export.build import load_fusion_heads
+
+    text = _heads_input(preprocess, text_encoder, "my cat Chelsea napping on the sofa")
+    no_frames = {**text, c.FRAME_LOGITS.name: None, c.FRAME_MASK.name: None}
+    masked_frames = {
+        **text,
+        c.FRAME_LOGITS.name: np.random.default_rng(0).normal(size=(1, 8, 1000)).astype(np.float32) * 50,
+        c.FRAME_MASK.name: np.zeros((1, 8), bool),
+    }
+    got_none, got_masked = (_ok(r) for r in heads.run([no_frames, masked_frames]))
+    np.testing.assert_allclose(got_none[c.EMBEDDING.name], got_masked[c.EMBEDDING.name], atol=1e-6)
+    np.testing.assert_allclose(got_none[c.LABEL_SCORES.name], got_masked[c.LABEL_SCORES.name], atol=1e-6)
+
+    # independent of the step: the exported heads in PyTorch, text only
+    torch_heads, _ = load_fusion_heads(model_repository / c.FUSION_HEADS / "1")
+    with torch.no_grad():
+        want = torch_heads(
+            torch.zeros(1, 1, 1000),
+            torch.zeros(1, 1, dtype=torch.bool),
+            torch.from_numpy(text[c.TOKEN_STATES.name]),
+            torch.from_numpy(text[c.ATTENTION_MASK.name]),
+        )
+    np.testing.assert_allclose(got_none[c.EMBEDDING.name], want.embedding.numpy(), atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(got_none[c.EMBEDDING.name], axis=1), 1.0, atol=1e-5)
+    assert got_none[c.SEMANTIC_IDS.name].dtype == np.int32
+    np.testing.assert_array_equal(got_none[c.SEMANTIC_IDS.name], want.semantic_ids.numpy())
+
+
+def test_text_features_empty_text_refused_alone(preprocess) -> None:
+    """Without a video (text_features), empty text is refused by preprocess, before the fan-out."""
+    results = preprocess.run(
+        [
+            {c.TEXT.name: np.array([[b"  "]], dtype=object)},
+            {c.TEXT.name: np.array([[b"a rocket launch"]], dtype=object)},
+        ]
+    )
+    assert isinstance(results[0], InvalidInputError), results[0]
+    assert results[0].field == "text" and "empty" in results[0].message
+    assert _ok(results[1])[c.ATTENTION_MASK.name].sum() == 5
+
+
+def test_video_features_allows_empty_title(preprocess, good_video) -> None:
+    out = _ok(
+        preprocess.run(
+            [{c.VIDEO.name: np.array([[good_video]], dtype=object), c.TEXT.name: np.array([[b""]], dtype=object)}]
+        )[0]
+    )
+    assert not out[c.ATTENTION_MASK.name].any() and out[c.FRAME_MASK.name].all()
+
+
+def test_heads_video_and_text_requests_batch_together(heads, vision, photos, preprocess, text_encoder) -> None:
+    clip = _clip_request(photos, [True, True, True, False, False, False, False, False], seed=0)
+    logits = _ok(vision.run([clip])[0])[c.FRAME_LOGITS.name]
+    video_req = {
+        **_heads_input(preprocess, text_encoder, "my cat"),
+        c.FRAME_LOGITS.name: logits,
+        c.FRAME_MASK.name: clip[c.FRAME_MASK.name],
+    }
+    text_req = {
+        **_heads_input(preprocess, text_encoder, "a much longer title about outer space and rockets"),
+        c.FRAME_LOGITS.name: None,
+        c.FRAME_MASK.name: None,
+    }
+    together = [_ok(r) for r in heads.run([video_req, text_req])]
+    for req, got in zip((video_req, text_req), together, strict=True):
+        want = _ok(heads.run([req])[0])
+        for name in (c.EMBEDDING.name, c.TAG_SCORES.name, c.LABEL_SCORES.name):
+            np.testing.assert_allclose(got[name], want[name], atol=1e-5, err_msg=name)
+        np.testing.assert_array_equal(got[c.SEMANTIC_IDS.name], want[c.SEMANTIC_IDS.name])
+        np.testing.assert_array_equal(got[c.TAGS.name], want[c.TAGS.name])
+    tags = [t.decode() for t in together[0][c.TAGS.name][0]]
+    assert any("cat" in t or "tabby" in t or "Egyptian" in t for t in tags), tags
+
+
+# --- preprocess -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", sorted(malformed_videos()))
+def test_preprocess_bad_video_beside_good(preprocess, good_video, kind: str) -> None:
+    bad = malformed_videos()[kind]
+    title = np.array([[b"title"]], dtype=object)
+    results = preprocess.run(
+        [
+            {c.VIDEO.name: np.array([[good_video]], dtype=object), c.TEXT.name: title},
+            {c.VIDEO.name: np.array([[bad]], dtype=object), c.TEXT.name: title},
+            {c.VIDEO.name: np.array([[good_video]], dtype=object), c.TEXT.name: title},
+        ]
+    )
+    assert isinstance(results[1], InvalidInputError), f"{kind}: {results[1]!r}"
+    assert results[1].field == "video"
+    for r in (results[0], results[2]):
+        out = _ok(r)
+        assert out[c.FRAMES.name].shape == (1, 8, 224, 224, 3) and out[c.FRAMES.name].dtype == np.uint8
+        assert out[c.FRAME_MASK.name].shape == (1, 8) and out[c.FRAME_MASK.name].all()
+        assert out[c.FRAMES.name].std() > 10
+    np.testing.assert_array_equal(_ok(results[0])[c.FRAMES.name], _ok(results[2])[c.FRAMES.name])
+
+
+def test_preprocess_bad_utf8_beside_good(preprocess) -> None:
+    results = preprocess.run(
+        [{c.TEXT.name: np.array([[b"ok \xff"]], dtype=object)}, {c.TEXT.name: np.array([[b"a cat"]], dtype=object)}]
+    )
+    assert isinstance(results[0], InvalidInputError) and results[0].field == "text"
+    assert _ok(results[1])[c.ATTENTION_MASK.name].sum() == 4
