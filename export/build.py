@@ -320,8 +320,11 @@ def _parity(path: Path, reference: Sequence[torch.Tensor], feeds: dict, names: S
 
 
 def _replace_generated(root: Path, staging: Path) -> None:
-    """Swap the new repository in; keep files in `root` that are not ours (README, .gitignore)."""
+    """Swap the new repository in; drop models we no longer generate; keep files that are not ours (README)."""
     root.mkdir(parents=True, exist_ok=True)
+    for stale in root.iterdir():
+        if (stale / "config.pbtxt").exists() and not (staging / stale.name).exists():
+            shutil.rmtree(stale)
     for entry in staging.iterdir():
         target = root / entry.name
         if target.is_dir():
