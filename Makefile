@@ -33,11 +33,11 @@ export: install  ## build the model repository (reused when nothing changed)
 demo: export  ## install, export, serve, send real short videos, print their features
 	$(VENV)/bin/reelserve demo --model-repository $(REPO)
 
-test: export lint  ## unit + integration tests against a real tritonserver
-	$(PY) -m pytest -m "not slow"
-
-test-all: export  ## also the slow sweeps
+test: export lint  ## unit + integration tests against a real tritonserver (the slow sweeps excluded)
 	$(PY) -m pytest
+
+test-all: export  ## also the slow kernel sweeps (long in Triton's interpreter)
+	$(PY) -m pytest -m "slow or not slow"
 
 lint: install  ## ruff
 	$(VENV)/bin/ruff check .

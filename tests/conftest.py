@@ -13,6 +13,10 @@ from reelserve.config import DEFAULT, REPO_ROOT
 
 # Tests never reach a model hub; the packaged weights load from site-packages.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Without a GPU, Triton kernels run in Triton's interpreter; it must be chosen before any
+# kernel module is imported (the dispatcher in reelserve.kernels imports them lazily).
+if not os.path.exists("/dev/nvidiactl"):
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture(scope="session")
