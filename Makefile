@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.reelserve-installed
 REPO := model_repository
 
-.PHONY: help install export demo test test-all lint serve clean
+.PHONY: help install export demo test test-all lint serve clean bench-client
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ test-all: export  ## also the slow kernel sweeps (long in Triton's interpreter)
 
 lint: install  ## ruff
 	$(VENV)/bin/ruff check .
+
+bench-client: export  ## the client SDK's overhead per call vs raw tritonclient (prints a table)
+	$(PY) -m reelserve.loadtests.client_overhead --model-repository $(REPO)
 
 serve: export  ## serve on 127.0.0.1:8001 (gRPC) until Ctrl-C
 	$(VENV)/bin/reelserve serve --model-repository $(REPO)

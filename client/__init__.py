@@ -1,15 +1,33 @@
 """reelserve's gRPC client SDK: import this, not torch and not Triton tensor builders."""
 
-from ._client import VideoFeaturesClient
-from ._errors import DeadlineExceededError, InvalidArgumentError, ReelserveError, UnavailableError
+from ._aio import AsyncVideoFeaturesClient
+from ._client import API_KEY_HEADER, ChannelOptions, VideoFeaturesClient
+from ._errors import (
+    DeadlineExceededError,
+    InvalidArgumentError,
+    ReelserveError,
+    ResourceExhaustedError,
+    ServerError,
+    UnauthenticatedError,
+    UnavailableError,
+)
+from ._retry import NO_RETRY, RetryPolicy
 from ._types import TextFeatures, VideoFeatures
 
 __all__ = [
-    "VideoFeaturesClient",
-    "VideoFeatures",
-    "TextFeatures",
-    "ReelserveError",
-    "InvalidArgumentError",
-    "UnavailableError",
+    "API_KEY_HEADER",
+    "AsyncVideoFeaturesClient",
+    "ChannelOptions",
     "DeadlineExceededError",
+    "InvalidArgumentError",
+    "NO_RETRY",
+    "ReelserveError",
+    "ResourceExhaustedError",
+    "RetryPolicy",
+    "ServerError",
+    "TextFeatures",
+    "UnauthenticatedError",
+    "UnavailableError",
+    "VideoFeatures",
+    "VideoFeaturesClient",
 ]

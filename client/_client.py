@@ -2,43 +2,80 @@
 
 from __future__ import annotations
 
-import json
+import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import tritonclient.grpc as grpcclient
+from prometheus_client import CollectorRegistry
 from tritonclient.utils import InferenceServerException
 
 from reelserve import contract as c
 
-from ._errors import ReelserveError, from_status
+from . import _protocol as p
+from ._call import Call
+from ._errors import from_status
+from ._metrics import metrics_for
+from ._retry import RetryPolicy
 from ._types import TextFeatures, VideoFeatures
 
 DEFAULT_DEADLINE_S = 10.0
+API_KEY_HEADER = "x-api-key"
 
 
-def _bytes_input(name: str, items: Sequence[bytes | str]) -> grpcclient.InferInput:
-    data = np.array([[i.encode("utf-8") if isinstance(i, str) else bytes(i)] for i in items], dtype=object)
-    tensor = grpcclient.InferInput(name, list(data.shape), "BYTES")
-    tensor.set_data_from_numpy(data)
-    return tensor
+@dataclass(frozen=True)
+class ChannelOptions:
+    """gRPC channel settings: keepalive so idle channels survive load balancers, TLS if asked."""
 
+    keepalive_time_s: float = 30.0
+    keepalive_timeout_s: float = 10.0
+    tls: bool = False
+    root_certificates: str | None = None  # PEM file paths, as tritonclient takes them
+    private_key: str | None = None
+    certificate_chain: str | None = None
 
-def _error(e: InferenceServerException) -> ReelserveError:
-    return from_status(e.status(), e.message() or str(e))
+    def client_kwargs(self) -> dict:
+        return {
+            "ssl": self.tls,
+            "root_certificates": self.root_certificates,
+            "private_key": self.private_key,
+            "certificate_chain": self.certificate_chain,
+            "keepalive_options": grpcclient.KeepAliveOptions(
+                keepalive_time_ms=int(self.keepalive_time_s * 1000),
+                keepalive_timeout_ms=int(self.keepalive_timeout_s * 1000),
+                keepalive_permit_without_calls=True,
+                http2_max_pings_without_data=0,
+            ),
+        }
 
 
 class VideoFeaturesClient:
     """Sync client for the `video_features` and `text_features` ensembles.
 
-    One gRPC channel per client, reused by every call; every call has a finite deadline.
+    One gRPC channel per client, reused by every call and thread; every call has a finite
+    deadline that covers its retries; UNAVAILABLE / RESOURCE_EXHAUSTED are retried with
+    backoff, nothing else is.
     """
 
-    def __init__(self, url: str, *, deadline_s: float = DEFAULT_DEADLINE_S) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        deadline_s: float = DEFAULT_DEADLINE_S,
+        retry: RetryPolicy | None = None,
+        api_key: str | None = None,
+        channel: ChannelOptions | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
         self.url = url
         self.deadline_s = deadline_s
-        self._grpc = grpcclient.InferenceServerClient(url)
-        self._labels: dict[str, list[str]] = {}
+        self.retry = retry or RetryPolicy()
+        self.headers = {API_KEY_HEADER: api_key} if api_key else None
+        self.metrics = metrics_for(registry)
+        self._grpc = grpcclient.InferenceServerClient(url, **(channel or ChannelOptions()).client_kwargs())
+        self._configs: dict[str, dict] = {}
 
     def __enter__(self) -> VideoFeaturesClient:
         return self
@@ -49,83 +86,98 @@ class VideoFeaturesClient:
     def close(self) -> None:
         self._grpc.close()
 
+    # -- probes and metadata --------------------------------------------------------------------
+
     def is_ready(self, timeout_s: float = 2.0) -> bool:
-        """Server and both ensembles are ready to take calls."""
+        """Server and both ensembles are ready to take calls (never raises)."""
         try:
-            return self._grpc.is_server_ready(client_timeout=timeout_s) and all(
-                self._grpc.is_model_ready(m, client_timeout=timeout_s) for m in (c.VIDEO_FEATURES, c.TEXT_FEATURES)
+            return self._grpc.is_server_ready(headers=self.headers, client_timeout=timeout_s) and all(
+                self._grpc.is_model_ready(m, headers=self.headers, client_timeout=timeout_s)
+                for m in (c.VIDEO_FEATURES, c.TEXT_FEATURES)
             )
         except InferenceServerException:
             return False
 
+    def wait_until_ready(self, timeout_s: float = 60.0, poll_s: float = 0.2) -> None:
+        end = time.monotonic() + timeout_s
+        while not self.is_ready(timeout_s=min(2.0, timeout_s)):
+            if time.monotonic() > end:
+                raise from_status("UNAVAILABLE", f"reelserve at {self.url} not ready after {timeout_s:g}s")
+            time.sleep(poll_s)
+
+    def _config(self, model: str) -> dict:
+        if model not in self._configs:
+            try:
+                self._configs[model] = self._grpc.get_model_config(
+                    model, headers=self.headers, as_json=True, client_timeout=self.deadline_s
+                )
+            except InferenceServerException as e:
+                raise from_status(e.status(), e.message() or str(e)) from None
+        return self._configs[model]
+
     def label_names(self, model: str = c.VIDEO_FEATURES) -> list[str]:
         """The zero-shot label bank, in `label_scores` order (read once from the server)."""
-        if model not in self._labels:
-            try:
-                config = self._grpc.get_model_config(model, as_json=True, client_timeout=self.deadline_s)
-            except InferenceServerException as e:
-                raise _error(e) from None
-            params = config["config"].get("parameters", {})
-            self._labels[model] = json.loads(params["labels"]["string_value"])
-        return self._labels[model]
+        return p.labels_from_config(self._config(model))
+
+    def max_batch_size(self, model: str = c.VIDEO_FEATURES) -> int:
+        return p.max_batch_size_from_config(self._config(model))
+
+    # -- calls ----------------------------------------------------------------------------------
 
     def _infer(self, model: str, inputs: list, outputs: Sequence[c.Tensor], deadline_s: float | None):
-        try:
-            return self._grpc.infer(
-                model,
-                inputs,
-                outputs=[grpcclient.InferRequestedOutput(t.name) for t in outputs],
-                client_timeout=deadline_s or self.deadline_s,
-            )
-        except InferenceServerException as e:
-            raise _error(e) from None
+        call = Call(model, self.url, deadline_s or self.deadline_s, self.retry, self.metrics)
+        for timeout in call.attempts():
+            time.sleep(call.next_sleep)
+            try:
+                result = self._grpc.infer(
+                    model, inputs, outputs=p.requested(outputs), client_timeout=timeout, headers=self.headers
+                )
+                return call.done(result)
+            except InferenceServerException as e:
+                call.failed(e)
+        raise AssertionError("unreachable")
 
     def video_features(
         self, videos: Sequence[bytes], texts: Sequence[str | bytes] | None = None, *, deadline_s: float | None = None
     ) -> list[VideoFeatures]:
-        """Features of each video (encoded container bytes) with its text (title, caption, ...; may be empty)."""
-        texts = [""] * len(videos) if texts is None else texts
-        if len(texts) != len(videos):
-            raise ValueError(f"got {len(videos)} videos but {len(texts)} texts; pass one text per video")
-        outputs = [*c.VIDEO_FEATURES_OUTPUTS, c.TEXT_TRUNCATED]
-        result = self._infer(
-            c.VIDEO_FEATURES,
-            [_bytes_input(c.VIDEO.name, videos), _bytes_input(c.TEXT.name, texts)],
-            outputs,
-            deadline_s,
-        )
-        labels = self.label_names()
-        version = result.get_response().model_version
-        emb = result.as_numpy(c.EMBEDDING.name)
-        tags, scores = result.as_numpy(c.TAGS.name), result.as_numpy(c.TAG_SCORES.name)
-        label_scores, ids = result.as_numpy(c.LABEL_SCORES.name), result.as_numpy(c.SEMANTIC_IDS.name)
-        truncated = result.as_numpy(c.TEXT_TRUNCATED.name)
-        return [
-            VideoFeatures(
-                embedding=emb[i].astype(np.float32),
-                tags=[(t.decode("utf-8"), float(s)) for t, s in zip(tags[i], scores[i], strict=True)],
-                label_scores=dict(zip(labels, map(float, label_scores[i]), strict=True)),
-                semantic_ids=tuple(int(x) for x in ids[i]),
-                text_truncated=bool(truncated[i, 0]),
-                model_version=version,
-            )
-            for i in range(len(videos))
-        ]
+        """Features of each video (container bytes) with its text (title, caption, ...; may be empty)."""
+        labels = self.label_names(c.VIDEO_FEATURES)
+        result = self._infer(c.VIDEO_FEATURES, p.video_request(videos, texts), p.VIDEO_OUTPUTS, deadline_s)
+        return p.parse_video(result, labels)
 
     def text_features(self, texts: Sequence[str | bytes], *, deadline_s: float | None = None) -> list[TextFeatures]:
-        """Features of texts alone (comments, captions): an embedding in the videos' space and label scores."""
-        outputs = [*c.TEXT_FEATURES_OUTPUTS, c.TEXT_TRUNCATED]
-        result = self._infer(c.TEXT_FEATURES, [_bytes_input(c.TEXT.name, texts)], outputs, deadline_s)
+        """Texts alone (comments, captions): an embedding in the videos' space and label scores."""
         labels = self.label_names(c.TEXT_FEATURES)
-        emb, scores = result.as_numpy(c.EMBEDDING.name), result.as_numpy(c.LABEL_SCORES.name)
-        truncated = result.as_numpy(c.TEXT_TRUNCATED.name)
-        version = result.get_response().model_version
-        return [
-            TextFeatures(
-                embedding=emb[i].astype(np.float32),
-                label_scores=dict(zip(labels, map(float, scores[i]), strict=True)),
-                text_truncated=bool(truncated[i, 0]),
-                model_version=version,
-            )
-            for i in range(len(texts))
-        ]
+        result = self._infer(c.TEXT_FEATURES, p.text_request(texts), p.TEXT_OUTPUTS, deadline_s)
+        return p.parse_text(result, labels)
+
+    def embed(
+        self, videos: Sequence[bytes], texts: Sequence[str | bytes] | None = None, *, deadline_s: float | None = None
+    ) -> np.ndarray:
+        """Only the item embeddings `[N, E]`: the cheapest call on the wire."""
+        result = self._infer(c.VIDEO_FEATURES, p.video_request(videos, texts), [c.EMBEDDING], deadline_s)
+        return p.parse_embedding(result)
+
+    def video_features_batched(
+        self,
+        videos: Sequence[bytes],
+        texts: Sequence[str | bytes] | None = None,
+        *,
+        concurrency: int = 4,
+        deadline_s: float | None = None,
+    ) -> list[VideoFeatures]:
+        """Any number of videos: split at the server's max batch size, sent concurrently, order kept."""
+        texts = [""] * len(videos) if texts is None else texts
+        parts = p.chunks(len(videos), self.max_batch_size(c.VIDEO_FEATURES))
+        with ThreadPoolExecutor(max(1, min(concurrency, len(parts)))) as pool:
+            results = pool.map(lambda s: self.video_features(videos[s], texts[s], deadline_s=deadline_s), parts)
+            return [f for part in results for f in part]
+
+    def text_features_batched(
+        self, texts: Sequence[str | bytes], *, concurrency: int = 4, deadline_s: float | None = None
+    ) -> list[TextFeatures]:
+        """Comments at volume: split at the server's max batch size, sent concurrently, order kept."""
+        parts = p.chunks(len(texts), self.max_batch_size(c.TEXT_FEATURES))
+        with ThreadPoolExecutor(max(1, min(concurrency, len(parts)))) as pool:
+            results = pool.map(lambda s: self.text_features(texts[s], deadline_s=deadline_s), parts)
+            return [f for part in results for f in part]

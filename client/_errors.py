@@ -6,6 +6,8 @@ from __future__ import annotations
 class ReelserveError(Exception):
     """A call failed; `status` is the gRPC status name (e.g. "INVALID_ARGUMENT")."""
 
+    retryable = False
+
     def __init__(self, status: str, details: str) -> None:
         super().__init__(f"{status}: {details}")
         self.status = status
@@ -17,20 +19,49 @@ class InvalidArgumentError(ReelserveError):
 
 
 class UnavailableError(ReelserveError):
-    """The server cannot be reached or is not ready; safe to retry later."""
+    """The server cannot be reached, is starting or stopping; retried with backoff, then raised."""
+
+    retryable = True
+
+
+class ResourceExhaustedError(ReelserveError):
+    """The server shed load (queue full) or a message was too large; retried with backoff, then raised."""
+
+    retryable = True
 
 
 class DeadlineExceededError(ReelserveError):
-    """The call took longer than its deadline."""
+    """The call did not finish within its deadline; raise `deadline_s` or send smaller batches."""
 
 
-_BY_STATUS = {
+class UnauthenticatedError(ReelserveError):
+    """The server wants an API key (`VideoFeaturesClient(..., api_key=...)`) or refused the one sent."""
+
+
+class ServerError(ReelserveError):
+    """The server failed while handling a valid request (INTERNAL, UNKNOWN, ...): see its log."""
+
+
+_BY_STATUS: dict[str, type[ReelserveError]] = {
     "INVALID_ARGUMENT": InvalidArgumentError,
     "UNAVAILABLE": UnavailableError,
+    # Triton answers NOT_FOUND for a model that is loading or being unloaded (server start/stop);
+    # the SDK only calls its own ensembles, so for it this means "not serving right now".
+    "NOT_FOUND": UnavailableError,
+    "RESOURCE_EXHAUSTED": ResourceExhaustedError,
     "DEADLINE_EXCEEDED": DeadlineExceededError,
+    "UNAUTHENTICATED": UnauthenticatedError,
+    "PERMISSION_DENIED": UnauthenticatedError,
 }
+
+# Every status we label metrics with: a closed set, so label values stay bounded.
+STATUS_LABELS = ("OK", *_BY_STATUS, "INTERNAL", "UNKNOWN", "OTHER")
 
 
 def from_status(status: str | None, details: str) -> ReelserveError:
     name = (status or "UNKNOWN").removeprefix("StatusCode.")
-    return _BY_STATUS.get(name, ReelserveError)(name, details)
+    return _BY_STATUS.get(name, ServerError)(name, details)
+
+
+def status_label(status: str) -> str:
+    return status if status in STATUS_LABELS else "OTHER"

@@ -1,0 +1,150 @@
+"""`AsyncVideoFeaturesClient`: the asyncio twin of `VideoFeaturesClient`, sharing its request/response code."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import tritonclient.grpc.aio as aiogrpc
+from prometheus_client import CollectorRegistry
+from tritonclient.utils import InferenceServerException
+
+from reelserve import contract as c
+
+from . import _protocol as p
+from ._call import Call
+from ._client import API_KEY_HEADER, DEFAULT_DEADLINE_S, ChannelOptions
+from ._errors import from_status
+from ._metrics import metrics_for
+from ._retry import RetryPolicy
+from ._types import TextFeatures, VideoFeatures
+
+
+class AsyncVideoFeaturesClient:
+    """asyncio client: same calls, deadlines, retries and metrics as `VideoFeaturesClient`."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        deadline_s: float = DEFAULT_DEADLINE_S,
+        retry: RetryPolicy | None = None,
+        api_key: str | None = None,
+        channel: ChannelOptions | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.url = url
+        self.deadline_s = deadline_s
+        self.retry = retry or RetryPolicy()
+        self.headers = {API_KEY_HEADER: api_key} if api_key else None
+        self.metrics = metrics_for(registry)
+        self._grpc = aiogrpc.InferenceServerClient(url, **(channel or ChannelOptions()).client_kwargs())
+        self._configs: dict[str, dict] = {}
+
+    async def __aenter__(self) -> AsyncVideoFeaturesClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._grpc.close()
+
+    async def is_ready(self, timeout_s: float = 2.0) -> bool:
+        try:
+            if not await self._grpc.is_server_ready(headers=self.headers, client_timeout=timeout_s):
+                return False
+            for model in (c.VIDEO_FEATURES, c.TEXT_FEATURES):
+                if not await self._grpc.is_model_ready(model, headers=self.headers, client_timeout=timeout_s):
+                    return False
+            return True
+        except InferenceServerException:
+            return False
+
+    async def wait_until_ready(self, timeout_s: float = 60.0, poll_s: float = 0.2) -> None:
+        end = time.monotonic() + timeout_s
+        while not await self.is_ready(timeout_s=min(2.0, timeout_s)):
+            if time.monotonic() > end:
+                raise from_status("UNAVAILABLE", f"reelserve at {self.url} not ready after {timeout_s:g}s")
+            await asyncio.sleep(poll_s)
+
+    async def _config(self, model: str) -> dict:
+        if model not in self._configs:
+            try:
+                self._configs[model] = await self._grpc.get_model_config(
+                    model, headers=self.headers, as_json=True, client_timeout=self.deadline_s
+                )
+            except InferenceServerException as e:
+                raise from_status(e.status(), e.message() or str(e)) from None
+        return self._configs[model]
+
+    async def label_names(self, model: str = c.VIDEO_FEATURES) -> list[str]:
+        return p.labels_from_config(await self._config(model))
+
+    async def max_batch_size(self, model: str = c.VIDEO_FEATURES) -> int:
+        return p.max_batch_size_from_config(await self._config(model))
+
+    async def _infer(self, model: str, inputs: list, outputs: Sequence[c.Tensor], deadline_s: float | None):
+        call = Call(model, self.url, deadline_s or self.deadline_s, self.retry, self.metrics)
+        for timeout in call.attempts():
+            await asyncio.sleep(call.next_sleep)
+            try:
+                result = await self._grpc.infer(
+                    model, inputs, outputs=p.requested(outputs), client_timeout=timeout, headers=self.headers
+                )
+                return call.done(result)
+            except InferenceServerException as e:
+                call.failed(e)
+        raise AssertionError("unreachable")
+
+    async def video_features(
+        self, videos: Sequence[bytes], texts: Sequence[str | bytes] | None = None, *, deadline_s: float | None = None
+    ) -> list[VideoFeatures]:
+        labels = await self.label_names(c.VIDEO_FEATURES)
+        result = await self._infer(c.VIDEO_FEATURES, p.video_request(videos, texts), p.VIDEO_OUTPUTS, deadline_s)
+        return p.parse_video(result, labels)
+
+    async def text_features(
+        self, texts: Sequence[str | bytes], *, deadline_s: float | None = None
+    ) -> list[TextFeatures]:
+        labels = await self.label_names(c.TEXT_FEATURES)
+        result = await self._infer(c.TEXT_FEATURES, p.text_request(texts), p.TEXT_OUTPUTS, deadline_s)
+        return p.parse_text(result, labels)
+
+    async def embed(
+        self, videos: Sequence[bytes], texts: Sequence[str | bytes] | None = None, *, deadline_s: float | None = None
+    ) -> np.ndarray:
+        result = await self._infer(c.VIDEO_FEATURES, p.video_request(videos, texts), [c.EMBEDDING], deadline_s)
+        return p.parse_embedding(result)
+
+    async def video_features_batched(
+        self,
+        videos: Sequence[bytes],
+        texts: Sequence[str | bytes] | None = None,
+        *,
+        concurrency: int = 4,
+        deadline_s: float | None = None,
+    ) -> list[VideoFeatures]:
+        texts = [""] * len(videos) if texts is None else texts
+        parts = p.chunks(len(videos), await self.max_batch_size(c.VIDEO_FEATURES))
+        gate = asyncio.Semaphore(max(1, concurrency))
+
+        async def one(s: slice) -> list[VideoFeatures]:
+            async with gate:
+                return await self.video_features(videos[s], texts[s], deadline_s=deadline_s)
+
+        return [f for part in await asyncio.gather(*(one(s) for s in parts)) for f in part]
+
+    async def text_features_batched(
+        self, texts: Sequence[str | bytes], *, concurrency: int = 4, deadline_s: float | None = None
+    ) -> list[TextFeatures]:
+        parts = p.chunks(len(texts), await self.max_batch_size(c.TEXT_FEATURES))
+        gate = asyncio.Semaphore(max(1, concurrency))
+
+        async def one(s: slice) -> list[TextFeatures]:
+            async with gate:
+                return await self.text_features(texts[s], deadline_s=deadline_s)
+
+        return [f for part in await asyncio.gather(*(one(s) for s in parts)) for f in part]

@@ -1,0 +1,75 @@
+"""One feature call's bookkeeping (deadline, retries, metrics), shared by the sync and async loops."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Iterator
+
+from tritonclient.utils import InferenceServerException
+
+from ._errors import DeadlineExceededError, ReelserveError, from_status, status_label
+from ._metrics import ClientMetrics
+from ._retry import RetryPolicy
+
+log = logging.getLogger("reelserve.client")
+
+
+class Call:
+    """Use as: `for attempt in call.attempts(): try: ...; return call.done(x) except E as e: call.failed(e)`."""
+
+    def __init__(self, model: str, url: str, deadline_s: float, retry: RetryPolicy, metrics: ClientMetrics) -> None:
+        self.model, self.url, self.deadline_s = model, url, deadline_s
+        self.metrics = metrics
+        self.start = time.monotonic()
+        self.deadline = self.start + deadline_s
+        self._backoffs = retry.backoffs(random.Random())
+        self.attempt = 0
+        self.next_sleep = 0.0
+        metrics.in_flight.labels(model).inc()
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def attempts(self) -> Iterator[float]:
+        """Yields the client timeout for each attempt; the caller sleeps `next_sleep` first."""
+        while True:
+            self.attempt += 1
+            yield max(self.remaining(), 0.001)
+
+    def done(self, value):
+        self._finish("OK")
+        return value
+
+    def failed(self, exc: InferenceServerException | ReelserveError) -> None:
+        """Decide: set `next_sleep` and return to retry, or raise the mapped error."""
+        error = exc if isinstance(exc, ReelserveError) else from_status(exc.status(), exc.message() or str(exc))
+        if error.retryable:
+            backoff = next(self._backoffs, None)
+            if backoff is not None and backoff < self.remaining():
+                self.metrics.retries.labels(self.model, status_label(error.status)).inc()
+                log.info("%s attempt %d: %s; retrying in %.3fs", self.model, self.attempt, error.status, backoff)
+                self.next_sleep = backoff
+                return
+            spent = time.monotonic() - self.start
+            error = type(error)(
+                error.status,
+                f"{error.details} (server {self.url}, {self.attempt} attempt(s) in {spent:.2f}s; "
+                "is `reelserve serve` running and ready?)",
+            )
+        elif isinstance(error, DeadlineExceededError):
+            error = DeadlineExceededError(
+                error.status,
+                f"{self.model} did not finish within its {self.deadline_s:g}s deadline; "
+                "raise deadline_s or send smaller batches",
+            )
+        self._finish(error.status)
+        raise error from None
+
+    def _finish(self, status: str) -> None:
+        label = status_label(status)
+        self.metrics.in_flight.labels(self.model).dec()
+        self.metrics.latency.labels(self.model, label.lower()).observe(time.monotonic() - self.start)
+        if status != "OK":
+            self.metrics.errors.labels(self.model, label).inc()

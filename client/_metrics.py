@@ -1,0 +1,59 @@
+"""Client-side Prometheus metrics: latency by model and outcome, retries, errors, in-flight calls.
+
+Label values come from closed sets (the two ensembles, gRPC status names), so cardinality is
+bounded. Metrics live in the registry the client is given (default: prometheus_client's global
+one); several clients in one process share the same families.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+# Seconds; short-video feature calls live between ~1 ms (text) and seconds (big batches on CPU).
+LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class ClientMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.latency = Histogram(
+            "reelserve_client_request_duration_seconds",
+            "Wall time of a feature call as the caller sees it, retries included.",
+            ["model", "outcome"],
+            registry=registry,
+            buckets=LATENCY_BUCKETS,
+        )
+        self.retries = Counter(
+            "reelserve_client_retries_total",
+            "Attempts retried, by the status that caused them.",
+            ["model", "status"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            "reelserve_client_errors_total",
+            "Calls that failed, by final gRPC status.",
+            ["model", "status"],
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "reelserve_client_in_flight_requests",
+            "Feature calls started and not yet finished.",
+            ["model"],
+            registry=registry,
+        )
+
+
+_lock = threading.Lock()
+_by_registry: dict[int, tuple[CollectorRegistry, ClientMetrics]] = {}
+
+
+def metrics_for(registry: CollectorRegistry | None) -> ClientMetrics:
+    """The one `ClientMetrics` of `registry` (created on first use)."""
+    registry = REGISTRY if registry is None else registry
+    with _lock:
+        entry = _by_registry.get(id(registry))
+        if entry is None or entry[0] is not registry:
+            entry = (registry, ClientMetrics(registry))
+            _by_registry[id(registry)] = entry
+        return entry[1]

@@ -1,0 +1,176 @@
+"""The SDK against a real tritonserver: sync = async = ensemble, deadlines, retries, recovery, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from reelserve import contract as c
+from reelserve.client import (
+    AsyncVideoFeaturesClient,
+    DeadlineExceededError,
+    InvalidArgumentError,
+    RetryPolicy,
+    UnavailableError,
+    VideoFeaturesClient,
+)
+from reelserve.config import DEFAULT
+from reelserve.samples import SampleVideo, malformed_videos
+from reelserve.server import TritonServer, free_port
+
+pytestmark = pytest.mark.integration
+
+CLIPS = [
+    SampleVideo("cat", "my cat", "chelsea", "zoom", "h264"),
+    SampleVideo("coffee", "Café de la mañana", "coffee", "zoom", "vp9"),
+    SampleVideo("rocket", "ロケット", "rocket", "pan", "h264"),
+]
+
+
+@pytest.fixture(scope="module")
+def clips() -> list[bytes]:
+    return [v.render(seconds=1.0) for v in CLIPS]
+
+
+def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    return registry.get_sample_value(name, labels) or 0.0
+
+
+def test_sync_and_async_return_the_same_features(tritonserver, clips) -> None:
+    titles = [v.title for v in CLIPS]
+    with VideoFeaturesClient(tritonserver.grpc_url, registry=CollectorRegistry()) as sync:
+        want = sync.video_features(clips, titles)
+        want_text = sync.text_features(["a kitten", "espresso"])
+
+    async def run():
+        async with AsyncVideoFeaturesClient(tritonserver.grpc_url, registry=CollectorRegistry()) as client:
+            assert await client.is_ready()
+            return await client.video_features(clips, titles), await client.text_features(["a kitten", "espresso"])
+
+    got, got_text = asyncio.run(run())
+    for w, g in zip(want, got, strict=True):
+        np.testing.assert_allclose(g.embedding, w.embedding, atol=1e-6)
+        assert g.tags == w.tags and g.semantic_ids == w.semantic_ids and g.label_scores == w.label_scores
+    for w, g in zip(want_text, got_text, strict=True):
+        np.testing.assert_allclose(g.embedding, w.embedding, atol=1e-6)
+
+
+def test_embed_is_the_video_features_embedding(client: VideoFeaturesClient, clips) -> None:
+    emb = client.embed(clips[:2], ["a", "b"])
+    full = client.video_features(clips[:2], ["a", "b"])
+    assert emb.shape == (2, 384) and emb.dtype == np.float32
+    np.testing.assert_allclose(emb, np.stack([f.embedding for f in full]), atol=1e-6)
+
+
+def test_batched_calls_split_at_max_batch_size_and_keep_order(tritonserver, clips) -> None:
+    registry = CollectorRegistry()
+    videos = [clips[i % 3] for i in range(20)]
+    with VideoFeaturesClient(tritonserver.grpc_url, registry=registry) as client:
+        assert client.max_batch_size() == 16
+        features = client.video_features_batched(videos, [""] * 20, concurrency=2)
+        texts = client.text_features_batched([f"comment {i}" for i in range(35)])
+    assert len(features) == 20 and len(texts) == 35
+    for i, f in enumerate(features):
+        np.testing.assert_allclose(f.embedding, features[i % 3].embedding, atol=1e-5)
+    calls = "reelserve_client_request_duration_seconds_count"
+    assert sample(registry, calls, model=c.VIDEO_FEATURES, outcome="ok") == 2  # 16 + 4
+    assert sample(registry, calls, model=c.TEXT_FEATURES, outcome="ok") == 3  # 16 + 16 + 3
+
+    async def run():
+        async with AsyncVideoFeaturesClient(tritonserver.grpc_url, registry=CollectorRegistry()) as aclient:
+            return await aclient.video_features_batched(videos, concurrency=3)
+
+    for a, s in zip(asyncio.run(run()), features, strict=True):
+        np.testing.assert_allclose(a.embedding, s.embedding, atol=1e-6)
+
+
+def test_deadline_shorter_than_the_call_raises_timeout(tritonserver, clips) -> None:
+    registry = CollectorRegistry()
+    with VideoFeaturesClient(tritonserver.grpc_url, registry=registry) as client:
+        client.label_names()  # metadata first, so only the inference meets the deadline
+        start = time.monotonic()
+        with pytest.raises(DeadlineExceededError, match="deadline"):
+            client.video_features(clips * 3, deadline_s=0.005)
+        assert time.monotonic() - start < 1.0
+    assert sample(registry, "reelserve_client_errors_total", model=c.VIDEO_FEATURES, status="DEADLINE_EXCEEDED") == 1
+    assert sample(registry, "reelserve_client_retries_total", model=c.VIDEO_FEATURES, status="DEADLINE_EXCEEDED") == 0
+
+
+def test_invalid_argument_is_raised_without_retries(tritonserver) -> None:
+    registry = CollectorRegistry()
+    with VideoFeaturesClient(tritonserver.grpc_url, registry=registry, retry=RetryPolicy(max_attempts=5)) as client:
+        with pytest.raises(InvalidArgumentError, match="input 'video'"):
+            client.video_features([malformed_videos()["random_bytes"]], ["t"])
+        with pytest.raises(InvalidArgumentError, match="input 'text'"):
+            client.text_features([b"\xff\xfe"])
+    for model in (c.VIDEO_FEATURES, c.TEXT_FEATURES):
+        assert sample(registry, "reelserve_client_errors_total", model=model, status="INVALID_ARGUMENT") == 1
+        assert sample(registry, "reelserve_client_retries_total", model=model, status="INVALID_ARGUMENT") == 0
+        count = sample(
+            registry, "reelserve_client_request_duration_seconds_count", model=model, outcome="invalid_argument"
+        )
+        assert count == 1
+        assert sample(registry, "reelserve_client_in_flight_requests", model=model) == 0
+
+
+def test_server_stopped_mid_stream_then_restarted(model_repository, clips) -> None:
+    """Every call is accounted for; UNAVAILABLE after bounded retries; the same client recovers."""
+    cfg = replace(
+        DEFAULT.server,
+        model_repository=model_repository,
+        grpc_port=free_port(),
+        http_port=free_port(),
+        metrics_port=free_port(),
+    )
+    registry = CollectorRegistry()
+    policy = RetryPolicy(max_attempts=3, initial_backoff_s=0.05, max_backoff_s=0.2)
+    server = TritonServer(cfg).start()
+    server.wait_ready(models=[c.VIDEO_FEATURES, c.TEXT_FEATURES])
+    outcomes: list[str] = []
+    try:
+        with VideoFeaturesClient(server.grpc_url, registry=registry, retry=policy, deadline_s=5.0) as client:
+            stopper = threading.Thread(target=lambda: (time.sleep(1.0), server.stop()))
+            stopper.start()
+            end = time.monotonic() + 8.0
+            while time.monotonic() < end and (stopper.is_alive() or outcomes[-3:] != ["unavailable"] * 3):
+                started = time.monotonic()
+                try:
+                    client.text_features(["a kitten sleeping"])
+                    outcomes.append("ok")
+                except UnavailableError as e:
+                    assert "attempt(s)" in str(e) and server.grpc_url in str(e)
+                    assert time.monotonic() - started < 2.0, "retries must be bounded"
+                    outcomes.append("unavailable")
+            stopper.join()
+            assert "ok" in outcomes and outcomes[-1] == "unavailable", outcomes
+            assert set(outcomes) <= {"ok", "unavailable"}, outcomes  # nothing else, nothing lost
+            assert not client.is_ready()
+
+            server = TritonServer(cfg).start()  # same ports, same client object
+            server.wait_ready(models=[c.VIDEO_FEATURES, c.TEXT_FEATURES])
+            client.wait_until_ready(timeout_s=30)
+            (again,) = client.video_features(clips[:1], ["back again"])
+            assert abs(float(np.linalg.norm(again.embedding)) - 1) < 1e-5
+    finally:
+        server.stop()
+    calls = len(outcomes)
+    ok = sample(registry, "reelserve_client_request_duration_seconds_count", model=c.TEXT_FEATURES, outcome="ok")
+    # While stopping, Triton answers UNAVAILABLE or, for a model already unloaded, NOT_FOUND: both are
+    # "not serving now" (UnavailableError) and keep their own status label in the metrics.
+    failed = sum(
+        sample(registry, "reelserve_client_errors_total", model=c.TEXT_FEATURES, status=status)
+        for status in ("UNAVAILABLE", "NOT_FOUND")
+    )
+    assert ok + failed == calls and failed == outcomes.count("unavailable"), (ok, failed, calls)
+    assert sample(registry, "reelserve_client_errors_total", model=c.TEXT_FEATURES, status="OTHER") == 0
+    retries = sum(
+        sample(registry, "reelserve_client_retries_total", model=c.TEXT_FEATURES, status=status)
+        for status in ("UNAVAILABLE", "NOT_FOUND")
+    )
+    assert failed * 0.5 * (policy.max_attempts - 1) <= retries <= failed * (policy.max_attempts - 1) + 2, retries
