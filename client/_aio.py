@@ -102,16 +102,14 @@ class AsyncVideoFeaturesClient:
     async def video_features(
         self, videos: Sequence[bytes], texts: Sequence[str | bytes] | None = None, *, deadline_s: float | None = None
     ) -> list[VideoFeatures]:
-        labels = await self.label_names(c.VIDEO_FEATURES)
         result = await self._infer(c.VIDEO_FEATURES, p.video_request(videos, texts), p.VIDEO_OUTPUTS, deadline_s)
-        return p.parse_video(result, labels)
+        return p.parse_video(result, await self.label_names(c.VIDEO_FEATURES))
 
     async def text_features(
         self, texts: Sequence[str | bytes], *, deadline_s: float | None = None
     ) -> list[TextFeatures]:
-        labels = await self.label_names(c.TEXT_FEATURES)
         result = await self._infer(c.TEXT_FEATURES, p.text_request(texts), p.TEXT_OUTPUTS, deadline_s)
-        return p.parse_text(result, labels)
+        return p.parse_text(result, await self.label_names(c.TEXT_FEATURES))
 
     async def embed(
         self, videos: Sequence[bytes], texts: Sequence[str | bytes] | None = None, *, deadline_s: float | None = None

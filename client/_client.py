@@ -140,16 +140,18 @@ class VideoFeaturesClient:
     def video_features(
         self, videos: Sequence[bytes], texts: Sequence[str | bytes] | None = None, *, deadline_s: float | None = None
     ) -> list[VideoFeatures]:
-        """Features of each video (container bytes) with its text (title, caption, ...; may be empty)."""
-        labels = self.label_names(c.VIDEO_FEATURES)
+        """Features of each video (container bytes) with its text (title, caption, ...; may be empty).
+
+        The label bank is read after the call (once, then cached), so a server that is still
+        starting meets the call's retries first.
+        """
         result = self._infer(c.VIDEO_FEATURES, p.video_request(videos, texts), p.VIDEO_OUTPUTS, deadline_s)
-        return p.parse_video(result, labels)
+        return p.parse_video(result, self.label_names(c.VIDEO_FEATURES))
 
     def text_features(self, texts: Sequence[str | bytes], *, deadline_s: float | None = None) -> list[TextFeatures]:
         """Texts alone (comments, captions): an embedding in the videos' space and label scores."""
-        labels = self.label_names(c.TEXT_FEATURES)
         result = self._infer(c.TEXT_FEATURES, p.text_request(texts), p.TEXT_OUTPUTS, deadline_s)
-        return p.parse_text(result, labels)
+        return p.parse_text(result, self.label_names(c.TEXT_FEATURES))
 
     def embed(
         self, videos: Sequence[bytes], texts: Sequence[str | bytes] | None = None, *, deadline_s: float | None = None
