@@ -14,8 +14,8 @@ from tritonclient.utils import InferenceServerException
 from reelserve import contract as c
 
 from . import _protocol as p
-from ._call import Call
-from ._client import API_KEY_HEADER, DEFAULT_DEADLINE_S, ChannelOptions
+from ._call import SERVER_GRACE_S, Call, deadline_exceeded
+from ._client import DEFAULT_DEADLINE_S, ChannelOptions, api_key_headers
 from ._errors import from_status
 from ._metrics import metrics_for
 from ._retry import RetryPolicy
@@ -38,10 +38,11 @@ class AsyncVideoFeaturesClient:
         self.url = url
         self.deadline_s = deadline_s
         self.retry = retry or RetryPolicy()
-        self.headers = {API_KEY_HEADER: api_key} if api_key else None
+        self.headers = api_key_headers(api_key)
         self.metrics = metrics_for(registry)
         self._grpc = aiogrpc.InferenceServerClient(url, **(channel or ChannelOptions()).client_kwargs())
         self._configs: dict[str, dict] = {}
+        self._pending: set[asyncio.Future] = set()  # RPCs of timed-out calls, still on the server
 
     async def __aenter__(self) -> AsyncVideoFeaturesClient:
         return self
@@ -49,7 +50,10 @@ class AsyncVideoFeaturesClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def close(self) -> None:
+    async def close(self, drain_timeout_s: float = 60.0) -> None:
+        """Close once the RPCs of timed-out calls have finished (closing would cancel them; see _call.py)."""
+        if self._pending:
+            await asyncio.wait(self._pending, timeout=drain_timeout_s)
         await self._grpc.close()
 
     async def is_ready(self, timeout_s: float = 2.0) -> bool:
@@ -90,14 +94,29 @@ class AsyncVideoFeaturesClient:
         call = Call(model, self.url, deadline_s or self.deadline_s, self.retry, self.metrics)
         for timeout in call.attempts():
             await asyncio.sleep(call.next_sleep)
-            try:
-                result = await self._grpc.infer(
-                    model, inputs, outputs=p.requested(outputs), client_timeout=timeout, headers=self.headers
+            rpc = asyncio.ensure_future(
+                self._grpc.infer(
+                    model,
+                    inputs,
+                    outputs=p.requested(outputs),
+                    client_timeout=timeout + SERVER_GRACE_S,  # never cancelled by us: see _call.py
+                    headers=self.headers,
                 )
-                return call.done(result)
+            )
+            self._pending.add(rpc)
+            rpc.add_done_callback(self._settled)
+            try:
+                return call.done(await asyncio.wait_for(asyncio.shield(rpc), timeout))
+            except asyncio.TimeoutError:
+                call.failed(deadline_exceeded())
             except InferenceServerException as e:
                 call.failed(e)
         raise AssertionError("unreachable")
+
+    def _settled(self, rpc: asyncio.Future) -> None:
+        self._pending.discard(rpc)
+        if not rpc.cancelled():
+            rpc.exception()  # a late answer of a timed-out call is dropped, its error too
 
     async def video_features(
         self, videos: Sequence[bytes], texts: Sequence[str | bytes] | None = None, *, deadline_s: float | None = None

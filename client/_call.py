@@ -15,6 +15,16 @@ from ._retry import RetryPolicy
 
 log = logging.getLogger("reelserve.client")
 
+# A call's deadline is enforced here, in the client, not by cancelling the RPC: tritonserver 2.51
+# (the nvidia-pytriton wheel) segfaults when a gRPC inference is cancelled mid-flight
+# (triton-inference-server/server#7368, fixed in 24.12 by #7840). The RPC keeps this much extra
+# time to finish on the server; its late answer is dropped.
+SERVER_GRACE_S = 600.0
+
+
+def deadline_exceeded() -> InferenceServerException:
+    return InferenceServerException("Deadline Exceeded", status="StatusCode.DEADLINE_EXCEEDED")
+
 
 class Call:
     """Use as: `for attempt in call.attempts(): try: ...; return call.done(x) except E as e: call.failed(e)`."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -15,14 +16,20 @@ from tritonclient.utils import InferenceServerException
 from reelserve import contract as c
 
 from . import _protocol as p
-from ._call import Call
+from ._call import SERVER_GRACE_S, Call, deadline_exceeded
 from ._errors import from_status
 from ._metrics import metrics_for
 from ._retry import RetryPolicy
 from ._types import TextFeatures, VideoFeatures
 
 DEFAULT_DEADLINE_S = 10.0
-API_KEY_HEADER = "x-api-key"
+API_KEY_HEADER = "x-api-key"  # what a gateway in front of reelserve checks
+# Triton's `--grpc-restricted-protocol=...:x-api-key=KEY` checks this header (it adds the prefix).
+TRITON_API_KEY_HEADER = "triton-grpc-protocol-x-api-key"
+
+
+def api_key_headers(api_key: str | None) -> dict[str, str] | None:
+    return {API_KEY_HEADER: api_key, TRITON_API_KEY_HEADER: api_key} if api_key else None
 
 
 @dataclass(frozen=True)
@@ -72,10 +79,12 @@ class VideoFeaturesClient:
         self.url = url
         self.deadline_s = deadline_s
         self.retry = retry or RetryPolicy()
-        self.headers = {API_KEY_HEADER: api_key} if api_key else None
+        self.headers = api_key_headers(api_key)
         self.metrics = metrics_for(registry)
         self._grpc = grpcclient.InferenceServerClient(url, **(channel or ChannelOptions()).client_kwargs())
         self._configs: dict[str, dict] = {}
+        self._pending = 0  # RPCs still running on the server (a timed-out call's RPC keeps going)
+        self._drained = threading.Condition()
 
     def __enter__(self) -> VideoFeaturesClient:
         return self
@@ -83,7 +92,14 @@ class VideoFeaturesClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def close(self) -> None:
+    def close(self, drain_timeout_s: float = 60.0) -> None:
+        """Close the channel once the RPCs of timed-out calls have finished (bounded wait).
+
+        Closing cancels what is still in flight, and a cancelled inference crashes
+        tritonserver 2.51 (see `_call.SERVER_GRACE_S`), so the channel is drained first.
+        """
+        with self._drained:
+            self._drained.wait_for(lambda: self._pending == 0, timeout=drain_timeout_s)
         self._grpc.close()
 
     # -- probes and metadata --------------------------------------------------------------------
@@ -129,13 +145,38 @@ class VideoFeaturesClient:
         for timeout in call.attempts():
             time.sleep(call.next_sleep)
             try:
-                result = self._grpc.infer(
-                    model, inputs, outputs=p.requested(outputs), client_timeout=timeout, headers=self.headers
-                )
-                return call.done(result)
+                return call.done(self._infer_within(model, inputs, outputs, timeout))
             except InferenceServerException as e:
                 call.failed(e)
         raise AssertionError("unreachable")
+
+    def _infer_within(self, model: str, inputs: list, outputs: Sequence[c.Tensor], timeout: float):
+        """Wait at most `timeout` for the answer without cancelling the RPC (see `_call.SERVER_GRACE_S`)."""
+        done = threading.Event()
+        box: dict = {}
+
+        def on_answer(result, error) -> None:
+            box["result"], box["error"] = result, error
+            done.set()
+            with self._drained:
+                self._pending -= 1
+                self._drained.notify_all()
+
+        with self._drained:
+            self._pending += 1
+        self._grpc.async_infer(
+            model,
+            inputs,
+            on_answer,
+            outputs=p.requested(outputs),
+            client_timeout=timeout + SERVER_GRACE_S,
+            headers=self.headers,
+        )
+        if not done.wait(timeout):
+            raise deadline_exceeded()
+        if box["error"] is not None:
+            raise box["error"]
+        return box["result"]
 
     def video_features(
         self, videos: Sequence[bytes], texts: Sequence[str | bytes] | None = None, *, deadline_s: float | None = None

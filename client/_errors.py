@@ -60,6 +60,10 @@ STATUS_LABELS = ("OK", *_BY_STATUS, "INTERNAL", "UNKNOWN", "OTHER")
 
 def from_status(status: str | None, details: str) -> ReelserveError:
     name = (status or "UNKNOWN").removeprefix("StatusCode.")
+    if name == "UNAVAILABLE" and "protocol is restricted" in details:
+        # Triton's restricted-protocol check answers UNAVAILABLE for a missing or wrong key;
+        # retrying cannot help, so it is an authentication error here.
+        return UnauthenticatedError("UNAUTHENTICATED", f"{details}; pass api_key= (the server's --api-key)")
     return _BY_STATUS.get(name, ServerError)(name, details)
 
 

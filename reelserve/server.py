@@ -237,9 +237,12 @@ class TritonServer:
         *,
         extra_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
+        probe_tls: Mapping[str, object] | None = None,
     ) -> None:
         self.cfg = cfg
         self.extra_args = tuple(extra_args)
+        # tritonclient TLS kwargs (ssl, root_certificates, ...) for the readiness probe of a TLS server
+        self.probe_tls = dict(probe_tls or {})
         self.env_overrides = dict(env or {})
         self._proc: subprocess.Popen[bytes] | None = None
         self._install: TritonInstall | None = None
@@ -456,7 +459,7 @@ class TritonServer:
             time.sleep(_POLL_S)
         pending = list(models)
         server_ready = False
-        client = grpcclient.InferenceServerClient(self.grpc_url)
+        client = grpcclient.InferenceServerClient(self.grpc_url, **self.probe_tls)
         try:
             while True:
                 if self._proc.poll() is not None:
