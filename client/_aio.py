@@ -15,14 +15,13 @@ from reelserve import contract as c
 
 from . import _protocol as p
 from ._call import SERVER_GRACE_S, Call, deadline_exceeded
-from ._client import DEFAULT_DEADLINE_S, ChannelOptions, api_key_headers
+from ._client import DEFAULT_DEADLINE_S, ChannelOptions, ClientSettings
 from ._errors import from_status
-from ._metrics import metrics_for
 from ._retry import RetryPolicy
 from ._types import TextFeatures, VideoFeatures
 
 
-class AsyncVideoFeaturesClient:
+class AsyncVideoFeaturesClient(ClientSettings):
     """asyncio client: same calls, deadlines, retries and metrics as `VideoFeaturesClient`."""
 
     def __init__(
@@ -35,13 +34,8 @@ class AsyncVideoFeaturesClient:
         channel: ChannelOptions | None = None,
         registry: CollectorRegistry | None = None,
     ) -> None:
-        self.url = url
-        self.deadline_s = deadline_s
-        self.retry = retry or RetryPolicy()
-        self.headers = api_key_headers(api_key)
-        self.metrics = metrics_for(registry)
+        super().__init__(url, deadline_s, retry, api_key, registry)
         self._grpc = aiogrpc.InferenceServerClient(url, **(channel or ChannelOptions()).client_kwargs())
-        self._configs: dict[str, dict] = {}
         self._pending: set[asyncio.Future] = set()  # RPCs of timed-out calls, still on the server
 
     async def __aenter__(self) -> AsyncVideoFeaturesClient:

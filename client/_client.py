@@ -58,7 +58,28 @@ class ChannelOptions:
         }
 
 
-class VideoFeaturesClient:
+class ClientSettings:
+    """What the sync and async clients share: address, deadline, retry policy, headers, metrics."""
+
+    def __init__(
+        self,
+        url: str,
+        deadline_s: float,
+        retry: RetryPolicy | None,
+        api_key: str | None,
+        registry: CollectorRegistry | None,
+    ) -> None:
+        if deadline_s <= 0:
+            raise ValueError(f"deadline_s must be > 0, got {deadline_s}")
+        self.url = url
+        self.deadline_s = deadline_s
+        self.retry = retry or RetryPolicy()
+        self.headers = api_key_headers(api_key)
+        self.metrics = metrics_for(registry)
+        self._configs: dict[str, dict] = {}
+
+
+class VideoFeaturesClient(ClientSettings):
     """Sync client for the `video_features` and `text_features` ensembles.
 
     One gRPC channel per client, reused by every call and thread; every call has a finite
@@ -76,13 +97,8 @@ class VideoFeaturesClient:
         channel: ChannelOptions | None = None,
         registry: CollectorRegistry | None = None,
     ) -> None:
-        self.url = url
-        self.deadline_s = deadline_s
-        self.retry = retry or RetryPolicy()
-        self.headers = api_key_headers(api_key)
-        self.metrics = metrics_for(registry)
+        super().__init__(url, deadline_s, retry, api_key, registry)
         self._grpc = grpcclient.InferenceServerClient(url, **(channel or ChannelOptions()).client_kwargs())
-        self._configs: dict[str, dict] = {}
         self._pending = 0  # RPCs still running on the server (a timed-out call's RPC keeps going)
         self._drained = threading.Condition()
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import time
 from contextlib import ExitStack
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -83,15 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as stack:
         url = args.url
         if url is None:
-            from reelserve.server import TritonServer, free_port
+            from reelserve.server import TritonServer, on_free_ports
 
-            cfg = replace(
-                DEFAULT.server,
-                model_repository=args.model_repository,
-                grpc_port=free_port(),
-                http_port=free_port(),
-                metrics_port=free_port(),
-            )
+            cfg = on_free_ports(DEFAULT.server, args.model_repository)
             server = stack.enter_context(TritonServer(cfg))
             server.wait_ready(models=[c.VIDEO_FEATURES, c.TEXT_FEATURES])
             url = server.grpc_url

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from reelserve import contract as c
 from reelserve.config import ReelserveConfig
-from reelserve.server import TritonServer, free_port
+from reelserve.server import TritonServer, on_free_ports
 
 
 def percentile_ms(samples: list[float], q: float) -> float:
@@ -32,9 +31,7 @@ def run_demo(cfg: ReelserveConfig, *, rounds: int = 10, repository: Path | None 
     clips = [v.render() for v in videos]
     print(f"rendered {len(clips)} clips from scikit-image photos ({sum(map(len, clips)) // 1024} KiB in all)")
 
-    server_cfg = replace(
-        cfg.server, model_repository=repo, grpc_port=free_port(), http_port=free_port(), metrics_port=free_port()
-    )
+    server_cfg = on_free_ports(cfg.server, repo)
     start = time.perf_counter()
     with TritonServer(server_cfg) as server:
         server.wait_ready(models=[c.VIDEO_FEATURES, c.TEXT_FEATURES])

@@ -13,6 +13,7 @@ log file, and stops the whole process group so no stub outlives its server.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.metadata
 import importlib.util
 import os
@@ -163,6 +164,17 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def on_free_ports(cfg: ServerConfig, model_repository: Path | None = None) -> ServerConfig:
+    """`cfg` with free gRPC/HTTP/metrics ports (and another repository if given): tests, demo, benches."""
+    return dataclasses.replace(
+        cfg,
+        model_repository=model_repository or cfg.model_repository,
+        grpc_port=free_port(cfg.host),
+        http_port=free_port(cfg.host),
+        metrics_port=free_port(cfg.host),
+    )
 
 
 def _port_in_use(host: str, port: int) -> bool:

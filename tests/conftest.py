@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -32,15 +31,9 @@ def model_repository() -> Path:
 @pytest.fixture(scope="session")
 def tritonserver(model_repository: Path):
     """A real tritonserver on free loopback ports, serving the exported repository."""
-    from reelserve.server import TritonServer, free_port
+    from reelserve.server import TritonServer, on_free_ports
 
-    cfg = replace(
-        DEFAULT.server,
-        model_repository=model_repository,
-        grpc_port=free_port(),
-        http_port=free_port(),
-        metrics_port=free_port(),
-    )
+    cfg = on_free_ports(DEFAULT.server, model_repository)
     with TritonServer(cfg) as server:
         server.wait_ready(models=[c.VIDEO_FEATURES, c.TEXT_FEATURES])
         yield server

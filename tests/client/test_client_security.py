@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ from prometheus_client import CollectorRegistry
 from reelserve import contract as c
 from reelserve.client import ChannelOptions, RetryPolicy, UnauthenticatedError, UnavailableError, VideoFeaturesClient
 from reelserve.config import DEFAULT
-from reelserve.server import TritonServer, free_port
+from reelserve.server import TritonServer, on_free_ports
 
 pytestmark = pytest.mark.integration
 KEY = "s3cret-test-key"
@@ -66,13 +65,7 @@ def make_certs(folder: Path) -> tuple[Path, Path, Path]:
 @pytest.fixture(scope="module")
 def secure_server(model_repository, tmp_path_factory):
     ca, cert, key = make_certs(tmp_path_factory.mktemp("tls"))
-    cfg = replace(
-        DEFAULT.server,
-        model_repository=model_repository,
-        grpc_port=free_port(),
-        http_port=free_port(),
-        metrics_port=free_port(),
-    )
+    cfg = on_free_ports(DEFAULT.server, model_repository)
     args = [
         "--grpc-use-ssl=true",
         f"--grpc-server-cert={cert}",

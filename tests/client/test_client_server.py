@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -22,7 +21,7 @@ from reelserve.client import (
 )
 from reelserve.config import DEFAULT
 from reelserve.samples import SampleVideo, malformed_videos
-from reelserve.server import TritonServer, free_port
+from reelserve.server import TritonServer, on_free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -134,13 +133,7 @@ def test_invalid_argument_is_raised_without_retries(tritonserver) -> None:
 
 def test_server_stopped_mid_stream_then_restarted(model_repository, clips) -> None:
     """Every call is accounted for; UNAVAILABLE after bounded retries; the same client recovers."""
-    cfg = replace(
-        DEFAULT.server,
-        model_repository=model_repository,
-        grpc_port=free_port(),
-        http_port=free_port(),
-        metrics_port=free_port(),
-    )
+    cfg = on_free_ports(DEFAULT.server, model_repository)
     registry = CollectorRegistry()
     policy = RetryPolicy(max_attempts=3, initial_backoff_s=0.05, max_backoff_s=0.2)
     server = TritonServer(cfg).start()

@@ -9,7 +9,6 @@ is not shared with other tests.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 
 import pytest
 
@@ -17,19 +16,13 @@ from reelserve import contract as c
 from reelserve.client import InvalidArgumentError, VideoFeaturesClient
 from reelserve.config import DEFAULT
 from reelserve.samples import SampleVideo, malformed_videos
-from reelserve.server import TritonServer, free_port
+from reelserve.server import TritonServer, on_free_ports
 
 pytestmark = pytest.mark.integration
 
 
 def test_refused_requests_leave_no_inflight_inferences(model_repository) -> None:
-    cfg = replace(
-        DEFAULT.server,
-        model_repository=model_repository,
-        grpc_port=free_port(),
-        http_port=free_port(),
-        metrics_port=free_port(),
-    )
+    cfg = on_free_ports(DEFAULT.server, model_repository)
     good = SampleVideo("cat", "t", "chelsea", "still", "h264").render(seconds=0.5)
     server = TritonServer(cfg).start()
     try:
