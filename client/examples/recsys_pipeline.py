@@ -1,11 +1,13 @@
 """A recsys feature pipeline on reelserve: upload events in, one feature row per video out.
 
-    python client/examples/recsys_pipeline.py --url 127.0.0.1:8001 --events uploads.jsonl > features.jsonl
+    reelserve serve &   # gRPC on 127.0.0.1:8001
+    python client/examples/recsys_pipeline.py --events uploads.jsonl --out features.jsonl
 
-`uploads.jsonl` has one object per line: {"id": "...", "path": "clip.mp4", "title": "..."}.
-Without --events, the demo clips rendered from scikit-image's photos are used (needs the
-`reelserve[serve]` extras); the client itself needs only `pip install reelserve` (no torch).
-Bad uploads are quarantined with the server's message; nothing else stops the batch.
+`uploads.jsonl` holds one event per line: {"id": "v1", "path": "clip.mp4", "title": "..."} (`id`
+defaults to the file name, `title` to ""). Without --events the demo clips of `reelserve.samples`
+are used (rendering them needs `pip install av scikit-image`); the pipeline itself needs only the
+client (`pip install reelserve`: numpy + gRPC, no torch). A batch holding a bad
+upload is retried one video at a time and the bad ones are quarantined with the server's message.
 """
 
 from __future__ import annotations
@@ -14,33 +16,48 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from reelserve.client import InvalidArgumentError, VideoFeatures, VideoFeaturesClient
+from reelserve.client import InvalidArgumentError, ReelserveError, VideoFeatures, VideoFeaturesClient
 
 
 @dataclass(frozen=True)
 class Upload:
     id: str
-    video: bytes
     title: str
+    video: bytes
 
 
-def read_events(path: Path | None) -> list[Upload]:
-    if path is None:
-        try:
-            from reelserve.samples import demo_videos
-        except ImportError:
-            sys.exit("no --events given and the demo clips need `pip install 'reelserve[serve]'`")
-        return [Upload(v.name, v.render(), v.title) for v in demo_videos()]
-    uploads = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            event = json.loads(line)
-            uploads.append(Upload(event["id"], Path(event["path"]).read_bytes(), event.get("title", "")))
-    return uploads
+def demo_uploads() -> list[Upload]:
+    try:
+        from reelserve.samples import demo_videos
+
+        return [Upload(v.name, v.title, v.render()) for v in demo_videos()]
+    except ImportError as e:
+        sys.exit(f"no --events given, and the demo clips cannot be rendered here ({e}); pass --events FILE.jsonl")
+
+
+def read_events(path: Path) -> Iterator[Upload]:
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            if line.strip():
+                event = json.loads(line)
+                video = Path(event["path"])
+                yield Upload(str(event.get("id", video.name)), event.get("title", ""), video.read_bytes())
+
+
+def batches(uploads: Iterable[Upload], size: int) -> Iterator[list[Upload]]:
+    batch: list[Upload] = []
+    for upload in uploads:
+        batch.append(upload)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def feature_row(upload: Upload, f: VideoFeatures) -> dict:
@@ -55,46 +72,50 @@ def feature_row(upload: Upload, f: VideoFeatures) -> dict:
     }
 
 
-def extract(client: VideoFeaturesClient, uploads: list[Upload], out: TextIO) -> tuple[int, list[tuple[str, str]]]:
-    """Batched call first; if the batch holds a bad upload, fall back to one call per upload."""
+def extract(client: VideoFeaturesClient, batch: list[Upload]) -> tuple[list[dict], list[tuple[str, str]]]:
+    """(rows, quarantined (id, reason)) of one batch: one batched call, per-video calls if it is refused."""
     try:
-        features = client.video_features_batched([u.video for u in uploads], [u.title for u in uploads])
-        pairs = list(zip(uploads, features, strict=True))
-        quarantined: list[tuple[str, str]] = []
+        features = client.video_features_batched([u.video for u in batch], [u.title for u in batch])
+        return [feature_row(u, f) for u, f in zip(batch, features, strict=True)], []
     except InvalidArgumentError:
-        pairs, quarantined = [], []
-        for upload in uploads:
+        rows, quarantined = [], []
+        for u in batch:
             try:
-                pairs.append((upload, client.video_features([upload.video], [upload.title])[0]))
+                rows.append(feature_row(u, client.video_features([u.video], [u.title])[0]))
             except InvalidArgumentError as e:
-                quarantined.append((upload.id, e.details))
-    for upload, f in pairs:
-        out.write(json.dumps(feature_row(upload, f), ensure_ascii=False) + "\n")
-    return len(pairs), quarantined
+                quarantined.append((u.id, e.details))
+        return rows, quarantined
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Turn upload events into recsys feature rows via reelserve.")
     parser.add_argument("--url", default="127.0.0.1:8001", help="reelserve gRPC address (default %(default)s)")
     parser.add_argument("--events", type=Path, help="JSONL of {id, path, title}; default: the demo clips")
-    parser.add_argument("--out", type=Path, help="JSONL output (default: stdout)")
-    parser.add_argument("--deadline-s", type=float, default=30.0, help="per call (default %(default)s)")
+    parser.add_argument("--out", type=Path, help="JSONL feature rows (default: stdout)")
+    parser.add_argument("--deadline-s", type=float, default=30.0, help="per server call (default %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=64, help="uploads per batch (default %(default)s)")
     args = parser.parse_args(argv)
 
-    uploads = read_events(args.events)
-    start = time.perf_counter()
-    with VideoFeaturesClient(args.url, deadline_s=args.deadline_s) as client:
-        client.wait_until_ready(timeout_s=30)
-        out = args.out.open("w", encoding="utf-8") if args.out else sys.stdout
-        try:
-            ok, quarantined = extract(client, uploads, out)
-        finally:
-            if args.out:
-                out.close()
+    uploads = read_events(args.events) if args.events else demo_uploads()
+    start, ok, quarantined, status = time.perf_counter(), 0, [], 0
+    out: TextIO = args.out.open("w", encoding="utf-8") if args.out else sys.stdout
+    try:
+        with VideoFeaturesClient(args.url, deadline_s=args.deadline_s) as client:
+            client.wait_until_ready(timeout_s=args.deadline_s)
+            for batch in batches(uploads, args.batch_size):
+                rows, bad = extract(client, batch)
+                out.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+                ok, quarantined = ok + len(rows), quarantined + bad
+    except ReelserveError as e:  # server down, deadline, auth: stop, and say how far we got
+        print(f"recsys_pipeline: stopped: {e}", file=sys.stderr)
+        status = 1
+    finally:
+        if out is not sys.stdout:
+            out.close()
     for upload_id, reason in quarantined:
         print(f"quarantined {upload_id}: {reason}", file=sys.stderr)
     print(f"{ok} ok, {len(quarantined)} quarantined in {time.perf_counter() - start:.2f}s", file=sys.stderr)
-    return 0
+    return status
 
 
 if __name__ == "__main__":

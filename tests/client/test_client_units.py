@@ -6,6 +6,7 @@ import random
 
 import pytest
 from prometheus_client import CollectorRegistry
+from tritonclient.utils import deserialize_bytes_tensor
 
 from reelserve.client import (
     DeadlineExceededError,
@@ -21,37 +22,73 @@ from reelserve.client import _protocol as p
 from reelserve.client._errors import STATUS_LABELS, from_status, status_label
 from reelserve.client._metrics import metrics_for
 
+FAMILIES = {
+    "reelserve_client_request_duration_seconds",
+    "reelserve_client_retries_total",
+    "reelserve_client_errors_total",
+    "reelserve_client_in_flight_requests",
+}
 
-def test_backoffs_are_bounded_full_jitter() -> None:
-    policy = RetryPolicy(max_attempts=5, initial_backoff_s=0.1, max_backoff_s=0.3, multiplier=2)
-    delays = list(policy.backoffs(random.Random(1)))
-    assert len(delays) == 4
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        RetryPolicy(),
+        RetryPolicy(max_attempts=5, initial_backoff_s=0.1, max_backoff_s=0.3, multiplier=2),
+        RetryPolicy(max_attempts=8, initial_backoff_s=0.01, max_backoff_s=10.0, multiplier=3),
+    ],
+)
+def test_backoffs_are_bounded_full_jitter(policy: RetryPolicy) -> None:
+    delays = list(policy.backoffs(random.Random(7)))
+    assert len(delays) == policy.max_attempts - 1
     for k, d in enumerate(delays):
-        assert 0 <= d <= min(0.3, 0.1 * 2**k)
-    assert delays == list(policy.backoffs(random.Random(1)))
+        assert 0 <= d <= min(policy.max_backoff_s, policy.initial_backoff_s * policy.multiplier**k)
+    assert delays == list(policy.backoffs(random.Random(7)))  # a seeded rng is deterministic
+    assert len(list(policy.backoffs())) == policy.max_attempts - 1  # unseeded: same count
+
+
+def test_retry_policy_edges() -> None:
     assert list(RetryPolicy(max_attempts=1).backoffs()) == []
-    with pytest.raises(ValueError, match="max_attempts"):
-        RetryPolicy(max_attempts=0)
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match="max_attempts"):
+            RetryPolicy(max_attempts=bad)
 
 
 @pytest.mark.parametrize(
     "status, cls, retryable",
     [
         ("StatusCode.INVALID_ARGUMENT", InvalidArgumentError, False),
+        ("INVALID_ARGUMENT", InvalidArgumentError, False),
         ("StatusCode.UNAVAILABLE", UnavailableError, True),
         ("StatusCode.NOT_FOUND", UnavailableError, True),
         ("StatusCode.RESOURCE_EXHAUSTED", ResourceExhaustedError, True),
         ("StatusCode.DEADLINE_EXCEEDED", DeadlineExceededError, False),
         ("StatusCode.UNAUTHENTICATED", UnauthenticatedError, False),
+        ("StatusCode.PERMISSION_DENIED", UnauthenticatedError, False),
         ("StatusCode.INTERNAL", ServerError, False),
+        ("StatusCode.UNKNOWN", ServerError, False),
         (None, ServerError, False),
-        ("gibberish", ServerError, False),
+        ("garbage", ServerError, False),
     ],
 )
-def test_status_mapping(status, cls, retryable) -> None:
+def test_status_mapping(status: str | None, cls: type, retryable: bool) -> None:
     error = from_status(status, "details")
-    assert type(error) is cls and error.retryable is retryable and "details" in str(error)
+    assert type(error) is cls and error.retryable is retryable
+    assert error.details == "details" and "details" in str(error)
+    assert not error.status.startswith("StatusCode.")
     assert status_label(error.status) in STATUS_LABELS
+
+
+def test_status_labels_stay_in_the_closed_set() -> None:
+    assert status_label("OK") == "OK" and status_label("INTERNAL") == "INTERNAL"
+    for odd in ("garbage", "StatusCode.INTERNAL", "", "ok", "x" * 1000):
+        assert status_label(odd) == "OTHER"
+    assert len(set(STATUS_LABELS)) == len(STATUS_LABELS)
+
+
+def test_restricted_protocol_is_an_auth_error_not_retried() -> None:
+    error = from_status("StatusCode.UNAVAILABLE", "This protocol is restricted, expecting header 'x'")
+    assert type(error) is UnauthenticatedError and not error.retryable and "api_key" in error.details
 
 
 def test_request_building_names_the_input() -> None:
@@ -59,20 +96,52 @@ def test_request_building_names_the_input() -> None:
         p.video_request([b"v1", b"v2"], ["only one"])
     with pytest.raises(InvalidArgumentError, match="input 'video'"):
         p.video_request([], [])
+    with pytest.raises(InvalidArgumentError, match="input 'video'"):
+        p.video_request([], None)
     with pytest.raises(InvalidArgumentError, match="input 'text'"):
         p.text_request([])
-    with pytest.raises(InvalidArgumentError, match="item 1 is int"):
+    video, text = p.video_request([b"v1", b"v2"], None)  # no texts: one empty text per video
+    assert (video.name(), text.name()) == ("video", "text") and text.shape() == [2, 1]
+    assert list(deserialize_bytes_tensor(text._get_content())) == [b"", b""]
+
+
+def test_bytes_input_encodes_str_as_utf8_and_refuses_other_types() -> None:
+    tensor = p.bytes_input("text", ["café ☕", b"\xff raw", bytearray(b"ba")])
+    assert tensor.shape() == [3, 1] and tensor.datatype() == "BYTES"
+    assert list(deserialize_bytes_tensor(tensor._get_content())) == ["café ☕".encode(), b"\xff raw", b"ba"]
+    with pytest.raises(InvalidArgumentError, match="input 'text': item 1 is int") as info:
         p.bytes_input("text", ["ok", 3])
-    tensor = p.bytes_input("text", ["café"])
-    assert tensor.shape() == [1, 1] and tensor.datatype() == "BYTES"
+    assert info.value.status == "INVALID_ARGUMENT" and not info.value.retryable
+
+
+def test_chunks() -> None:
     assert p.chunks(20, 16) == [slice(0, 16), slice(16, 20)]
+    assert p.chunks(16, 16) == [slice(0, 16)]
+    assert p.chunks(0, 16) == []
+    items = list(range(37))
+    assert [x for s in p.chunks(37, 8) for x in items[s]] == items
 
 
 def test_metrics_one_family_set_per_registry() -> None:
     a, b = CollectorRegistry(), CollectorRegistry()
-    assert metrics_for(a) is metrics_for(a) and metrics_for(a) is not metrics_for(b)
-    VideoFeaturesClient("127.0.0.1:1", registry=a).close()  # constructing does not connect
-    VideoFeaturesClient("127.0.0.1:1", registry=a).close()  # a second client on one registry is fine
+    assert metrics_for(a) is metrics_for(a)
+    assert metrics_for(a) is not metrics_for(b)
+    assert {m.name for m in a.collect()} >= {n.removesuffix("_total") for n in FAMILIES}
+    assert {m.name for m in b.collect()} >= {n.removesuffix("_total") for n in FAMILIES}
+
+    metrics_for(a).errors.labels("video_features", "INTERNAL").inc()
+    labels = {"model": "video_features", "status": "INTERNAL"}
+    assert a.get_sample_value("reelserve_client_errors_total", labels) == 1
+    assert b.get_sample_value("reelserve_client_errors_total", labels) is None
+
+
+def test_two_clients_share_one_registry() -> None:
+    registry = CollectorRegistry()
+    first = VideoFeaturesClient("127.0.0.1:1", registry=registry)  # constructing does not connect
+    second = VideoFeaturesClient("127.0.0.1:1", registry=registry)  # no "Duplicated timeseries" error
+    assert first.metrics is second.metrics is metrics_for(registry)
+    first.close()
+    second.close()
 
 
 def test_unreachable_server_is_unavailable_after_bounded_retries() -> None:
@@ -82,5 +151,10 @@ def test_unreachable_server_is_unavailable_after_bounded_retries() -> None:
     policy = RetryPolicy(max_attempts=3, initial_backoff_s=0.01, max_backoff_s=0.02)
     with VideoFeaturesClient(f"127.0.0.1:{free_port()}", registry=registry, retry=policy, deadline_s=3) as client:
         assert not client.is_ready(timeout_s=0.5)
-        with pytest.raises(UnavailableError, match="attempt"):
+        with pytest.raises(UnavailableError, match=r"3 attempt\(s\)"):
             client.text_features(["x"])
+    assert (
+        registry.get_sample_value("reelserve_client_retries_total", {"model": "text_features", "status": "UNAVAILABLE"})
+        == 2
+    )
+    assert registry.get_sample_value("reelserve_client_in_flight_requests", {"model": "text_features"}) == 0

@@ -1,0 +1,30 @@
+"""The SLO rules as code: `promtool check rules` and `promtool test rules` (Debian's prometheus package)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from reelserve.config import REPO_ROOT
+
+RULES = REPO_ROOT / "deploy" / "prometheus"
+
+
+@pytest.fixture(scope="module")
+def promtool() -> str:
+    path = shutil.which("promtool")
+    assert path, "promtool missing: `.ci/run` installs Debian's `prometheus` package (apt-get install prometheus)"
+    return path
+
+
+def test_rules_are_valid(promtool) -> None:
+    run = subprocess.run([promtool, "check", "rules", "slo_rules.yml"], cwd=RULES, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "SUCCESS" in run.stdout
+
+
+def test_rules_unit_tests_pass(promtool) -> None:
+    run = subprocess.run([promtool, "test", "rules", "slo_rules_test.yml"], cwd=RULES, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
