@@ -58,7 +58,7 @@ class AsyncVideoFeaturesClient(ClientSettings):
                 if not await self._grpc.is_model_ready(model, headers=self.headers, client_timeout=timeout_s):
                     return False
             return True
-        except InferenceServerException:
+        except (InferenceServerException, ValueError):  # ValueError: the client was closed
             return False
 
     async def wait_until_ready(self, timeout_s: float = 60.0, poll_s: float = 0.2) -> None:
@@ -70,12 +70,16 @@ class AsyncVideoFeaturesClient(ClientSettings):
 
     async def _config(self, model: str) -> dict:
         if model not in self._configs:
-            try:
-                self._configs[model] = await self._grpc.get_model_config(
-                    model, headers=self.headers, as_json=True, client_timeout=self.deadline_s
-                )
-            except InferenceServerException as e:
-                raise from_status(e.status(), e.message() or str(e)) from None
+            call = Call(model, self.url, self.deadline_s, self.retry, metrics=None)
+            for timeout in call.attempts():
+                await asyncio.sleep(call.next_sleep)
+                try:
+                    self._configs[model] = await self._grpc.get_model_config(
+                        model, headers=self.headers, as_json=True, client_timeout=timeout
+                    )
+                    break
+                except InferenceServerException as e:
+                    call.failed(e)
         return self._configs[model]
 
     async def label_names(self, model: str = c.VIDEO_FEATURES) -> list[str]:
@@ -85,7 +89,7 @@ class AsyncVideoFeaturesClient(ClientSettings):
         return p.max_batch_size_from_config(await self._config(model))
 
     async def _infer(self, model: str, inputs: list, outputs: Sequence[c.Tensor], deadline_s: float | None):
-        call = Call(model, self.url, deadline_s or self.deadline_s, self.retry, self.metrics)
+        call = Call(model, self.url, self.deadline_s if deadline_s is None else deadline_s, self.retry, self.metrics)
         for timeout in call.attempts():
             await asyncio.sleep(call.next_sleep)
             rpc = asyncio.ensure_future(
@@ -105,6 +109,9 @@ class AsyncVideoFeaturesClient(ClientSettings):
                 call.failed(deadline_exceeded())
             except InferenceServerException as e:
                 call.failed(e)
+            except BaseException as e:  # the caller's task was cancelled: counted, then raised as is
+                call.abandon(e)
+                raise
         raise AssertionError("unreachable")
 
     def _settled(self, rpc: asyncio.Future) -> None:
@@ -138,7 +145,7 @@ class AsyncVideoFeaturesClient(ClientSettings):
         concurrency: int = 4,
         deadline_s: float | None = None,
     ) -> list[VideoFeatures]:
-        texts = [""] * len(videos) if texts is None else texts
+        texts = p.paired_texts(videos, texts)
         parts = p.chunks(len(videos), await self.max_batch_size(c.VIDEO_FEATURES))
         gate = asyncio.Semaphore(max(1, concurrency))
 
@@ -151,6 +158,7 @@ class AsyncVideoFeaturesClient(ClientSettings):
     async def text_features_batched(
         self, texts: Sequence[str | bytes], *, concurrency: int = 4, deadline_s: float | None = None
     ) -> list[TextFeatures]:
+        p.require_items(texts, c.TEXT.name)
         parts = p.chunks(len(texts), await self.max_batch_size(c.TEXT_FEATURES))
         gate = asyncio.Semaphore(max(1, concurrency))
 

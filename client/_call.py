@@ -29,7 +29,12 @@ def deadline_exceeded() -> InferenceServerException:
 class Call:
     """Use as: `for attempt in call.attempts(): try: ...; return call.done(x) except E as e: call.failed(e)`."""
 
-    def __init__(self, model: str, url: str, deadline_s: float, retry: RetryPolicy, metrics: ClientMetrics) -> None:
+    def __init__(
+        self, model: str, url: str, deadline_s: float, retry: RetryPolicy, metrics: ClientMetrics | None
+    ) -> None:
+        """`metrics=None` for metadata reads (model config): retried alike, not counted as feature calls."""
+        if not deadline_s > 0:
+            raise ValueError(f"deadline_s must be > 0, got {deadline_s}")
         self.model, self.url, self.deadline_s = model, url, deadline_s
         self.metrics = metrics
         self.start = time.monotonic()
@@ -37,7 +42,9 @@ class Call:
         self._backoffs = retry.backoffs(random.Random())
         self.attempt = 0
         self.next_sleep = 0.0
-        metrics.in_flight.labels(model).inc()
+        self._finished = False
+        if metrics is not None:
+            metrics.in_flight.labels(model).inc()
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
@@ -77,7 +84,15 @@ class Call:
         self._finish(error.status)
         raise error from None
 
+    def abandon(self, exc: BaseException) -> None:
+        """The call ended by something other than an answer (cancelled task, closed client): count it."""
+        self._finish("CANCELLED" if type(exc).__name__ == "CancelledError" else "OTHER")
+
     def _finish(self, status: str) -> None:
+        if self._finished or self.metrics is None:
+            self._finished = True
+            return
+        self._finished = True
         label = status_label(status)
         self.metrics.in_flight.labels(self.model).dec()
         self.metrics.latency.labels(self.model, label.lower()).observe(time.monotonic() - self.start)

@@ -127,7 +127,7 @@ class VideoFeaturesClient(ClientSettings):
                 self._grpc.is_model_ready(m, headers=self.headers, client_timeout=timeout_s)
                 for m in (c.VIDEO_FEATURES, c.TEXT_FEATURES)
             )
-        except InferenceServerException:
+        except (InferenceServerException, ValueError):  # ValueError: the client was closed
             return False
 
     def wait_until_ready(self, timeout_s: float = 60.0, poll_s: float = 0.2) -> None:
@@ -138,13 +138,18 @@ class VideoFeaturesClient(ClientSettings):
             time.sleep(poll_s)
 
     def _config(self, model: str) -> dict:
+        """The ensemble's config (label bank, max batch size): read once, with the calls' retries."""
         if model not in self._configs:
-            try:
-                self._configs[model] = self._grpc.get_model_config(
-                    model, headers=self.headers, as_json=True, client_timeout=self.deadline_s
-                )
-            except InferenceServerException as e:
-                raise from_status(e.status(), e.message() or str(e)) from None
+            call = Call(model, self.url, self.deadline_s, self.retry, metrics=None)
+            for timeout in call.attempts():
+                time.sleep(call.next_sleep)
+                try:
+                    self._configs[model] = self._grpc.get_model_config(
+                        model, headers=self.headers, as_json=True, client_timeout=timeout
+                    )
+                    break
+                except InferenceServerException as e:
+                    call.failed(e)
         return self._configs[model]
 
     def label_names(self, model: str = c.VIDEO_FEATURES) -> list[str]:
@@ -157,13 +162,16 @@ class VideoFeaturesClient(ClientSettings):
     # -- calls ----------------------------------------------------------------------------------
 
     def _infer(self, model: str, inputs: list, outputs: Sequence[c.Tensor], deadline_s: float | None):
-        call = Call(model, self.url, deadline_s or self.deadline_s, self.retry, self.metrics)
+        call = Call(model, self.url, self.deadline_s if deadline_s is None else deadline_s, self.retry, self.metrics)
         for timeout in call.attempts():
             time.sleep(call.next_sleep)
             try:
                 return call.done(self._infer_within(model, inputs, outputs, timeout))
             except InferenceServerException as e:
                 call.failed(e)
+            except BaseException as e:  # closed channel, interrupt: still counted, then raised as is
+                call.abandon(e)
+                raise
         raise AssertionError("unreachable")
 
     def _infer_within(self, model: str, inputs: list, outputs: Sequence[c.Tensor], timeout: float):
@@ -180,14 +188,20 @@ class VideoFeaturesClient(ClientSettings):
 
         with self._drained:
             self._pending += 1
-        self._grpc.async_infer(
-            model,
-            inputs,
-            on_answer,
-            outputs=p.requested(outputs),
-            client_timeout=timeout + SERVER_GRACE_S,
-            headers=self.headers,
-        )
+        try:
+            self._grpc.async_infer(
+                model,
+                inputs,
+                on_answer,
+                outputs=p.requested(outputs),
+                client_timeout=timeout + SERVER_GRACE_S,
+                headers=self.headers,
+            )
+        except BaseException:  # never sent: nothing to drain
+            with self._drained:
+                self._pending -= 1
+                self._drained.notify_all()
+            raise
         if not done.wait(timeout):
             raise deadline_exceeded()
         if box["error"] is not None:
@@ -226,7 +240,7 @@ class VideoFeaturesClient(ClientSettings):
         deadline_s: float | None = None,
     ) -> list[VideoFeatures]:
         """Any number of videos: split at the server's max batch size, sent concurrently, order kept."""
-        texts = [""] * len(videos) if texts is None else texts
+        texts = p.paired_texts(videos, texts)
         parts = p.chunks(len(videos), self.max_batch_size(c.VIDEO_FEATURES))
         with ThreadPoolExecutor(max(1, min(concurrency, len(parts)))) as pool:
             results = pool.map(lambda s: self.video_features(videos[s], texts[s], deadline_s=deadline_s), parts)
@@ -236,6 +250,7 @@ class VideoFeaturesClient(ClientSettings):
         self, texts: Sequence[str | bytes], *, concurrency: int = 4, deadline_s: float | None = None
     ) -> list[TextFeatures]:
         """Comments at volume: split at the server's max batch size, sent concurrently, order kept."""
+        p.require_items(texts, c.TEXT.name)
         parts = p.chunks(len(texts), self.max_batch_size(c.TEXT_FEATURES))
         with ThreadPoolExecutor(max(1, min(concurrency, len(parts)))) as pool:
             results = pool.map(lambda s: self.text_features(texts[s], deadline_s=deadline_s), parts)

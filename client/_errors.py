@@ -55,7 +55,7 @@ _BY_STATUS: dict[str, type[ReelserveError]] = {
 }
 
 # Every status we label metrics with: a closed set, so label values stay bounded.
-STATUS_LABELS = ("OK", *_BY_STATUS, "INTERNAL", "UNKNOWN", "OTHER")
+STATUS_LABELS = ("OK", *_BY_STATUS, "INTERNAL", "UNKNOWN", "CANCELLED", "OTHER")
 
 
 def from_status(status: str | None, details: str) -> ReelserveError:

@@ -8,6 +8,7 @@ one); several clients in one process share the same families.
 from __future__ import annotations
 
 import threading
+import weakref
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
@@ -45,15 +46,14 @@ class ClientMetrics:
 
 
 _lock = threading.Lock()
-_by_registry: dict[int, tuple[CollectorRegistry, ClientMetrics]] = {}
+_by_registry: weakref.WeakKeyDictionary[CollectorRegistry, ClientMetrics] = weakref.WeakKeyDictionary()
 
 
 def metrics_for(registry: CollectorRegistry | None) -> ClientMetrics:
     """The one `ClientMetrics` of `registry` (created on first use)."""
     registry = REGISTRY if registry is None else registry
     with _lock:
-        entry = _by_registry.get(id(registry))
-        if entry is None or entry[0] is not registry:
-            entry = (registry, ClientMetrics(registry))
-            _by_registry[id(registry)] = entry
-        return entry[1]
+        metrics = _by_registry.get(registry)
+        if metrics is None:
+            metrics = _by_registry[registry] = ClientMetrics(registry)
+        return metrics

@@ -33,20 +33,29 @@ def bytes_input(name: str, items: Sequence[bytes | str]) -> grpcclient.InferInpu
     return tensor
 
 
-def video_request(videos: Sequence[bytes], texts: Sequence[str | bytes] | None) -> list[grpcclient.InferInput]:
-    if not videos:
-        raise InvalidArgumentError("INVALID_ARGUMENT", "input 'video': no videos given")
+def require_items(items: Sequence, name: str) -> None:
+    if not items:
+        raise InvalidArgumentError("INVALID_ARGUMENT", f"input '{name}': no items given")
+
+
+def paired_texts(videos: Sequence[bytes], texts: Sequence[str | bytes] | None) -> Sequence[str | bytes]:
+    """One text per video (empty when none given), checked before anything is sent or split."""
+    require_items(videos, c.VIDEO.name)
     texts = [""] * len(videos) if texts is None else texts
     if len(texts) != len(videos):
         raise InvalidArgumentError(
             "INVALID_ARGUMENT", f"input 'text': {len(texts)} texts for {len(videos)} videos; pass one text per video"
         )
+    return texts
+
+
+def video_request(videos: Sequence[bytes], texts: Sequence[str | bytes] | None) -> list[grpcclient.InferInput]:
+    texts = paired_texts(videos, texts)
     return [bytes_input(c.VIDEO.name, videos), bytes_input(c.TEXT.name, texts)]
 
 
 def text_request(texts: Sequence[str | bytes]) -> list[grpcclient.InferInput]:
-    if not texts:
-        raise InvalidArgumentError("INVALID_ARGUMENT", "input 'text': no texts given")
+    require_items(texts, c.TEXT.name)
     return [bytes_input(c.TEXT.name, texts)]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -59,8 +60,22 @@ def test_client_installs_and_works_without_torch(tmp_path: Path, tritonserver) -
     python = make_venv(tmp_path / "client-venv")
 
     start = time.monotonic()
+    # Install from a copy of the sources git knows about: pip builds in-tree, and a stale build/
+    # folder in the checkout would otherwise go into the wheel.
+    source = tmp_path / "source"
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO_ROOT, capture_output=True, check=True
+        )
+        .stdout.decode()
+        .split("\0")
+    )
+    for name in filter(None, listed):
+        if (REPO_ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO_ROOT / name, source / name)
     install = subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", str(REPO_ROOT)],
+        [str(python), "-m", "pip", "install", "--quiet", str(source)],
         capture_output=True,
         text=True,
         timeout=INSTALL_TIMEOUT_S,
@@ -68,7 +83,7 @@ def test_client_installs_and_works_without_torch(tmp_path: Path, tritonserver) -
     )
     install_s = time.monotonic() - start
     assert install.returncode == 0, install.stdout[-2000:] + install.stderr[-3000:]
-    print(f"\nclient-only install (pip install {REPO_ROOT}, no extras): {install_s:.1f}s")
+    print(f"\nclient-only install (pip install <sources>, no extras): {install_s:.1f}s")
 
     run = subprocess.run(
         [str(python), "-c", PROBE, tritonserver.grpc_url],
