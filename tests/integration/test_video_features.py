@@ -28,7 +28,7 @@ def clips() -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def reference(model_repository: Path):
-    """The PyTorch pipeline with the exact heads the repository serves."""
+    """The PyTorch pipeline with the exact heads (and tag names) the repository serves."""
     from reelserve.export.build import load_fusion_heads, tokenizer_json
     from reelserve.models.pipeline import VideoFeaturesModel
     from reelserve.models.text_tower import load_minilm
@@ -36,7 +36,7 @@ def reference(model_repository: Path):
     from reelserve.serving.text_tokenize import TextTokenizer
     from reelserve.serving.video_decode import decode_videos
 
-    heads, _ = load_fusion_heads(model_repository / c.FUSION_HEADS / "1")
+    heads, meta = load_fusion_heads(model_repository / c.FUSION_HEADS / "1")
     model = VideoFeaturesModel(load_efficientnet_lite0(), load_minilm(), heads).eval()
     tokenizer = TextTokenizer(tokenizer_json())
 
@@ -45,7 +45,7 @@ def reference(model_repository: Path):
         ids, amask, _ = tokenizer.encode(texts)
         return model(torch.from_numpy(frames), torch.from_numpy(mask), torch.from_numpy(ids), torch.from_numpy(amask))
 
-    return run
+    return run, meta["tags"]
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -56,21 +56,15 @@ def test_ensemble_equals_pytorch(client: VideoFeaturesClient, clips, reference) 
     videos = [clips["cat"], clips["coffee"], clips["cat_pan"]]
     texts = ["My cat Chelsea taking a nap", "", "我家的猫在窗边晒太阳"]
     served = client.video_features(videos, texts)
-    want = reference(videos, texts)
+    run, tag_names = reference
+    want = run(videos, texts)
     for i, f in enumerate(served):
         cos = cosine(f.embedding, want.embedding[i].numpy())
         assert cos >= 0.999, f"item {i}: served vs PyTorch embedding cosine {cos:.6f}"
-        assert [t for t, _ in f.tags] == [client_tag for client_tag in _tag_names(client, want.tag_ids[i])]
+        assert [t for t, _ in f.tags] == [tag_names[int(j)] for j in want.tag_ids[i]]
         np.testing.assert_allclose([s for _, s in f.tags], want.tag_scores[i].numpy(), atol=1e-4)
         np.testing.assert_allclose(list(f.label_scores.values()), want.label_scores[i].numpy(), atol=1e-4)
         assert f.semantic_ids == tuple(int(x) for x in want.semantic_ids[i]), f"item {i} semantic IDs differ"
-
-
-def _tag_names(client: VideoFeaturesClient, ids: torch.Tensor) -> list[str]:
-    from reelserve.export.build import tag_names
-
-    names = tag_names()
-    return [names[int(i)] for i in ids]
 
 
 def test_embeddings_unit_norm_and_shapes(client: VideoFeaturesClient, clips) -> None:
