@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.reelserve-installed
 REPO := model_repository
 
-.PHONY: help install export demo test test-all lint serve clean bench-client
+.PHONY: help install export demo test test-all lint serve clean bench bench-client loadtest
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,6 +41,12 @@ test-all: export  ## also the slow kernel sweeps (long in Triton's interpreter)
 
 lint: install  ## ruff
 	$(VENV)/bin/ruff check .
+
+bench: export  ## reelserve vs a naive torch-eager HTTP server vs a no-op ensemble, same cores (table + report)
+	$(PY) -m reelserve.loadtests.bench --model-repository $(REPO) --out bench-report
+
+loadtest: export  ## open-loop Poisson load on a local server; report in loadtest-report/
+	$(VENV)/bin/reelserve loadtest --model-repository $(REPO) --out loadtest-report
 
 bench-client: export  ## the client SDK's overhead per call vs raw tritonclient (prints a table)
 	$(PY) -m reelserve.loadtests.client_overhead --model-repository $(REPO)

@@ -1,4 +1,4 @@
-"""`reelserve` command line: export, serve, demo."""
+"""`reelserve` command line: export, serve, demo, loadtest."""
 
 from __future__ import annotations
 
@@ -112,6 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--rounds", type=int, default=10, help="latency rounds over all clips (default %(default)s)")
     p.set_defaults(func=cmd_demo)
+
+    from reelserve.loadtests import harness
+
+    p = sub.add_parser(
+        "loadtest",
+        help="open-loop / closed-loop load with real request mixes; JSON + PNG/HTML report",
+        description=harness.__doc__.split("\n\n")[1].replace("\n", " "),
+    )
+    harness.build_parser(p)
+    p.set_defaults(func=lambda args: harness.main(args=args))
     return parser
 
 

@@ -20,6 +20,8 @@ from .steps import STEPS, Step
 class StepModel:
     """`TritonPythonModel` for the step named by the model's name in `config.pbtxt`."""
 
+    steps: dict[str, type[Step]] = STEPS  # name -> Step class; the load tests' no-op floor swaps these
+
     def initialize(self, args: dict) -> None:
         import triton_python_backend_utils as pb_utils
 
@@ -32,7 +34,7 @@ class StepModel:
         parameters = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         version_dir = Path(args["model_repository"]) / args["model_version"]
         start = time.perf_counter()
-        self.step: Step = STEPS[self.name](parameters, version_dir)
+        self.step: Step = self.steps[self.name](parameters, version_dir)
         self.logger.log_info(
             f"reelserve step {self.name} ready in {time.perf_counter() - start:.2f}s; "
             f"python {sys.executable}; numpy {np.__version__} from {np.__file__}"

@@ -1,0 +1,213 @@
+"""`make bench`: the same model on the same cores, served three ways, measured in one run.
+
+1. reelserve: the Triton ensemble (preprocess -> vision || text -> fusion_heads), gRPC, our SDK.
+2. naive: the PyTorch-eager FastAPI server a user would write (`naive_server.py`), JSON over HTTP.
+3. floor: the same ensemble wiring with no-op steps (`noop_floor.py`): what serving alone costs.
+
+Each system runs alone (no sharing of the cores), gets the same request (a 2 s portrait clip and
+its title), and is measured twice: sequentially (one call at a time: latency without queueing) and
+by an open-loop Poisson rate ladder, the highest rate whose p99 stays within the SLO with no
+errors being its capacity. The ladder stops early when the load generator, not the server, is
+what lags (its send lag is reported). Output: a table with ratios, report.json/png/html.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import sys
+import tempfile
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from reelserve import contract as c
+from reelserve.config import DEFAULT
+
+from . import report, stats
+from .harness import Plan, run_plan
+from .workload import KINDS, WorkItem, single_item_mix
+
+GENERATOR_LAG_LIMIT_MS = 20.0  # above this the generator missed its schedule: the ladder stops there
+CRITICAL_PATH = (c.PREPROCESS, c.VISION_ENCODER, c.FUSION_HEADS)  # vision is the longer branch
+
+
+@dataclass
+class SystemResult:
+    name: str
+    sequential: dict
+    ladder: list[dict]
+    capacity: dict | None  # the best passing ladder row
+    generator_bound: bool
+    runs: list  # the ladder's RunResults (raw samples, for the CDF)
+
+
+def bench_item(seed: int = 0) -> WorkItem:
+    from reelserve.samples import load_photo, render_clip
+
+    kind = KINDS["video_short"]
+    clip = render_clip(load_photo("chelsea"), seconds=kind.seconds, size=kind.size, codec=kind.codec, seed=seed)
+    return WorkItem(kind.name, c.VIDEO_FEATURES, videos=(clip,), texts=("My cat Chelsea taking a nap",))
+
+
+async def measure_system(
+    target, item: WorkItem, *, slo_ms: float, duration_s: float, sequential_n: int, max_steps: int,
+    metrics_url: str | None, progress: bool,
+) -> SystemResult:  # fmt: skip
+    mix = single_item_mix(item)
+    for _ in range(3):  # warm-up
+        status = await target.send(item)
+        if status != "OK":
+            raise RuntimeError(f"{target.name}: warm-up call answered {status}")
+    seq_plan = Plan("closed", [1], duration_s=600.0, max_requests=sequential_n)
+    (sequential,), _ = await run_plan(target, mix, seq_plan, slo_ms=slo_ms, metrics_url=metrics_url, progress=progress)
+    rate = max(0.5, 0.5 * 1000.0 / sequential["latency_ms"]["p50"])
+    ladder, runs, best, bound, failed_at = [], [], None, False, None
+    for step in range(max_steps):
+        plan = Plan("open", [round(rate, 2)], duration_s, max_requests=100_000, seed=step, drain_timeout_s=30.0)
+        (row,), (run,) = await run_plan(target, mix, plan, slo_ms=slo_ms, metrics_url=metrics_url, progress=progress)
+        ladder.append(row)
+        runs.append(run)
+        if row["send_lag_p99_ms"] > GENERATOR_LAG_LIMIT_MS:
+            bound = True
+            break
+        if stats.meets_slo(row, slo_ms):
+            best = row
+            if failed_at is not None:
+                break
+            rate *= 1.5
+        else:
+            if best is None or failed_at is not None:
+                break
+            failed_at = rate
+            rate = math.sqrt(best["offered_rps"] * failed_at)  # one refinement between pass and fail
+    return SystemResult(target.name, sequential, ladder, best, bound, runs)
+
+
+def compute_ms(row: dict) -> float:
+    """Server compute on the critical path per request (Triton counters): the model's own time."""
+    server = row.get("server", {})
+    return sum(server[m]["mean_compute_infer_ms"] for m in CRITICAL_PATH if m in server)
+
+
+def table(results: list[SystemResult], slo_ms: float) -> list[str]:
+    by = {r.name: r for r in results}
+    lines = [
+        f"{'system':30s} {'seq p50 ms':>10s} {'seq p99 ms':>10s} {'max rps @ p99<=' + format(slo_ms, 'g') + 'ms':>22s}"
+        f" {'p99 there':>10s} {'vs naive':>9s}"
+    ]
+    naive = by.get("naive torch eager")
+    naive_cap = naive.capacity["throughput_rps"] if naive and naive.capacity else 0.0
+    for r in results:
+        cap = r.capacity["throughput_rps"] if r.capacity else 0.0
+        p99 = r.capacity["latency_ms"]["p99"] if r.capacity else float("nan")
+        ratio = f"{cap / naive_cap:8.1f}x" if naive_cap > 0 else "    n/a"
+        mark = "+" if r.generator_bound else " "
+        lines.append(
+            f"{r.name:30s} {r.sequential['latency_ms']['p50']:10.1f} {r.sequential['latency_ms']['p99']:10.1f}"
+            f" {cap:21.1f}{mark} {p99:10.1f} {ratio:>9s}"
+        )
+    if any(r.generator_bound for r in results):
+        lines.append("+ the load generator lagged its schedule first: the server's capacity is at least this")
+    rs, floor = by.get("reelserve"), by.get("no-op ensemble (floor)")
+    if rs and naive_cap > 0 and rs.capacity:
+        ratio = rs.capacity["throughput_rps"] / naive_cap
+        lines.append(f"reelserve / naive throughput at p99 <= {slo_ms:g} ms: {ratio:.1f}x (goal >= 2x)")
+    if rs and floor:
+        # serving = what a call costs beyond the steps' own compute, measured alike for both
+        served = {r.name: r.sequential["latency_ms"]["p50"] - compute_ms(r.sequential) for r in (rs, floor)}
+        ours, base = served[rs.name], served[floor.name]
+        lines.append(
+            f"serving cost per call (sequential p50 - critical-path compute): reelserve {ours:.1f} ms,"
+            f" floor {base:.1f} ms -> reelserve over the floor {ours - base:+.1f} ms (goal <= 1 ms)"
+        )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m reelserve.loadtests.bench", description=__doc__.split("\n")[0])
+    p.add_argument("--model-repository", type=Path, default=DEFAULT.server.model_repository)
+    p.add_argument("--slo-ms", type=float, default=500.0, help="p99 target for capacity (default %(default)s)")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per ladder step (default %(default)s)")
+    p.add_argument("--sequential", type=int, default=30, help="sequential calls per system (default %(default)s)")
+    p.add_argument("--max-steps", type=int, default=8, help="ladder steps per system (default %(default)s)")
+    p.add_argument(
+        "--systems", default="reelserve,naive,floor", help="which to run, comma-separated (default %(default)s)"
+    )
+    p.add_argument("--out", type=Path, default=Path("bench-report"), help="report folder (default %(default)s)")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    wanted = [s.strip() for s in args.systems.split(",") if s.strip()]
+    unknown = set(wanted) - {"reelserve", "naive", "floor"}
+    if unknown or not wanted:
+        p.error(f"--systems: unknown {sorted(unknown)}; choose from reelserve, naive, floor")
+
+    from reelserve.client import NO_RETRY
+    from reelserve.server import TritonServer, on_free_ports
+
+    from .targets import HttpJsonTarget, ReelserveTarget
+
+    item = bench_item()
+    deadline_s = max(10.0, 4 * args.slo_ms / 1000.0)
+    kwargs = dict(
+        slo_ms=args.slo_ms, duration_s=args.duration, sequential_n=args.sequential, max_steps=args.max_steps,
+        progress=not args.no_progress,
+    )  # fmt: skip
+    results: list[SystemResult] = []
+
+    async def on_triton(url: str, metrics_url: str, name: str) -> SystemResult:
+        target = ReelserveTarget(url, deadline_s=deadline_s, retry=NO_RETRY, name=name)
+        try:
+            return await measure_system(target, item, metrics_url=metrics_url, **kwargs)
+        finally:
+            await target.close()
+
+    async def on_http(url: str) -> SystemResult:
+        target = HttpJsonTarget(url, deadline_s=deadline_s)
+        try:
+            return await measure_system(target, item, metrics_url=None, **kwargs)
+        finally:
+            await target.close()
+
+    for system in wanted:
+        print(f"== {system}", file=sys.stderr)
+        with ExitStack() as stack:
+            if system == "naive":
+                from .naive_server import NaiveServer
+
+                naive = stack.enter_context(NaiveServer(args.model_repository))
+                results.append(asyncio.run(on_http(naive.url)))
+                continue
+            repo = args.model_repository
+            name = "reelserve"
+            if system == "floor":
+                from .noop_floor import write_noop_repository
+
+                repo = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="reelserve-floor-")))
+                write_noop_repository(repo, DEFAULT)
+                name = "no-op ensemble (floor)"
+            server = stack.enter_context(TritonServer(on_free_ports(DEFAULT.server, repo)))
+            server.wait_ready(models=[c.VIDEO_FEATURES, c.TEXT_FEATURES])
+            results.append(asyncio.run(on_triton(server.grpc_url, server.metrics_url, name)))
+
+    lines = table(results, args.slo_ms)
+    rows = [row for r in results for row in r.ladder]
+    meta = {
+        "slo_ms": args.slo_ms,
+        "request": f"{KINDS['video_short'].describe} ({item.payload_bytes} bytes)",
+        "duration_s_per_step": args.duration,
+        "systems": {
+            r.name: {"sequential": r.sequential, "capacity": r.capacity, "generator_bound": r.generator_bound}
+            for r in results
+        },
+        "table": lines,
+    }
+    paths = report.write(args.out, meta, rows, [run for r in results for run in r.runs])
+    print("\n".join(lines))
+    print(f"report: {paths['json']}  {paths['png']}  {paths['html']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

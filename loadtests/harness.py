@@ -1,0 +1,265 @@
+"""`reelserve loadtest`: drive a reelserve server with real request mixes and report what callers see.
+
+Open loop (default): Poisson or constant arrivals at each offered rate, latency from the intended
+send time. Closed loop: a concurrency sweep. Each run is bounded (duration and request count),
+scrapes Triton's counters before and after for the per-step server breakdown, and the whole
+plan writes report.json, report.png and report.html. Loopback only: a load test is not a way
+to hit someone else's server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from reelserve import contract as c
+from reelserve.config import DEFAULT
+
+from . import report, runner, stats, triton_metrics
+from .workload import DEFAULT_MIX, KINDS, RequestMix, build_mix, parse_mix
+
+if TYPE_CHECKING:
+    from .targets import Target
+
+# A run's server-side ensemble mean may trail the client's by the gRPC hop and the SDK; more than
+# this (or any difference in request counts) means the numbers do not describe the same requests.
+CONSISTENCY_TOLERANCE_MS = 5.0
+CONSISTENCY_TOLERANCE_FRACTION = 0.10
+
+
+@dataclass(frozen=True)
+class Plan:
+    mode: str  # "open" | "closed"
+    levels: Sequence[float]  # offered rates (open) or concurrencies (closed)
+    duration_s: float
+    max_requests: int
+    arrival: str = "poisson"
+    drain_timeout_s: float = 30.0
+    seed: int = 0
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except socket.gaierror:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
+
+
+def _progress(total: int | None, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="req", disable=not enabled, leave=False, file=sys.stderr)
+
+
+async def run_plan(
+    target: Target, mix: RequestMix, plan: Plan, *, slo_ms: float, metrics_url: str | None, progress: bool = True
+) -> tuple[list[dict], list[runner.RunResult]]:
+    """Every level of `plan` against `target`; rows carry the server breakdown when `metrics_url` is known."""
+    rows, runs = [], []
+    for i, level in enumerate(plan.levels):
+        before = triton_metrics.scrape(metrics_url)[0] if metrics_url else None
+        if plan.mode == "open":
+            expected = len(runner.arrival_times(level, plan.duration_s, plan.max_requests, plan.arrival, plan.seed + i))
+            with _progress(expected, f"{target.name} {level:g} rps", progress) as bar:
+                run = await runner.open_loop(
+                    target, mix, rate=level, duration_s=plan.duration_s, max_requests=plan.max_requests,
+                    process=plan.arrival, drain_timeout_s=plan.drain_timeout_s, seed=plan.seed + i, on_done=bar.update,
+                )  # fmt: skip
+        else:
+            with _progress(None, f"{target.name} c={int(level)}", progress) as bar:
+                run = await runner.closed_loop(
+                    target, mix, concurrency=int(level), duration_s=plan.duration_s, max_requests=plan.max_requests,
+                    drain_timeout_s=plan.drain_timeout_s, on_done=bar.update,
+                )  # fmt: skip
+        row = stats.summarize(run, slo_ms)
+        if metrics_url:
+            after, quantiles = triton_metrics.scrape(metrics_url)
+            row["server"] = triton_metrics.step_breakdown(before, after, quantiles)
+            row["consistency"] = consistency(row)
+        rows.append(row)
+        runs.append(run)
+    return rows, runs
+
+
+def consistency(row: dict) -> dict[str, dict]:
+    """Client vs server per ensemble: request counts must match; mean latencies within tolerance.
+
+    Closed-loop client latency is the call's service time and the server's is its request
+    duration, so client >= server by the network hop + SDK. Open-loop client latency also holds
+    the generator's send lag, which this subtracts back out. Counts differ if anything else
+    called the server during the run.
+    """
+    out = {}
+    for model in (c.VIDEO_FEATURES, c.TEXT_FEATURES):
+        kinds = [k for k, v in KINDS.items() if v.model == model and k in row["by_kind"]]
+        if not kinds:
+            continue
+        ok = sum(row["by_kind"][k]["ok"] for k in kinds)
+        mine = [row["by_kind"][k] for k in kinds]
+        weighted = [k["service_mean_ms"] * k["ok"] for k in mine if k["ok"]]
+        client_mean = sum(weighted) / ok if ok else float("nan")
+        server = row.get("server", {}).get(model, {})
+        server_mean = server.get("mean_request_ms", float("nan"))
+        gap = client_mean - server_mean
+        allowed = CONSISTENCY_TOLERANCE_MS + CONSISTENCY_TOLERANCE_FRACTION * server_mean
+        out[model] = {
+            "client_ok": ok,
+            "server_ok": int(server.get("requests_ok", 0)),
+            "client_mean_ms": client_mean,
+            "server_mean_ms": server_mean,
+            "gap_ms": gap,
+            "allowed_gap_ms": allowed,
+            "agree": ok == int(server.get("requests_ok", 0)) and -1.0 <= gap <= allowed,
+        }
+    return out
+
+
+def _levels(text: str, kind: type) -> list:
+    try:
+        values = [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"want a comma-separated list of numbers, got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"want positive numbers, got {text!r}")
+    return values
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    p = parser or argparse.ArgumentParser(prog="reelserve loadtest", description=__doc__.split("\n")[0])
+    where = p.add_argument_group("server (default: start one on loopback from the model repository)")
+    where.add_argument("--url", help="a running reelserve's gRPC address, HOST:PORT (loopback only)")
+    where.add_argument("--metrics-url", help="its Triton metrics endpoint, for the server breakdown")
+    where.add_argument("--model-repository", type=Path, default=DEFAULT.server.model_repository)
+    where.add_argument("--api-key", help="the server's API key, if it wants one")
+    load = p.add_argument_group("load")
+    load.add_argument("--mode", choices=["open", "closed"], default="open", help="default: %(default)s")
+    load.add_argument(
+        "--rates", type=lambda s: _levels(s, float), default=[2.0, 4.0, 8.0],
+        help="open loop: offered rates, requests/s (default: 2,4,8)",
+    )  # fmt: skip
+    load.add_argument("--arrival", choices=["poisson", "constant"], default="poisson", help="default: %(default)s")
+    load.add_argument(
+        "--concurrency", type=lambda s: _levels(s, int), default=[1, 2, 4, 8],
+        help="closed loop: workers per run (default: 1,2,4,8)",
+    )  # fmt: skip
+    load.add_argument("--duration", type=float, default=15.0, help="seconds of sending per run (default %(default)s)")
+    load.add_argument("--max-requests", type=int, default=5000, help="cap per run (default %(default)s)")
+    load.add_argument(
+        "--mix", type=parse_mix, default=dict(DEFAULT_MIX),
+        help="request kinds and weights, e.g. video_short=0.7,text=0.3; kinds: "
+        + ", ".join(f"{k} ({v.describe})" for k, v in KINDS.items()),
+    )  # fmt: skip
+    load.add_argument("--slo-ms", type=float, default=250.0, help="latency SLO for attainment (default %(default)s)")
+    load.add_argument("--deadline-s", type=float, default=10.0, help="per-call deadline (default %(default)s)")
+    load.add_argument("--retries", type=int, default=1, help="attempts per call, 1 = no retry (default %(default)s)")
+    load.add_argument("--warmup", type=int, default=3, help="untimed calls per kind first (default %(default)s)")
+    load.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("loadtest-report"), help="report folder (default %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def _check_args(args: argparse.Namespace) -> str | None:
+    if args.duration <= 0 or args.max_requests < 1:
+        return "--duration must be > 0 and --max-requests >= 1"
+    if args.retries < 1 or args.deadline_s <= 0:
+        return "--retries must be >= 1 and --deadline-s > 0"
+    for flag, url in (("--url", args.url), ("--metrics-url", args.metrics_url)):
+        if url:
+            host = url.split("://")[-1].rsplit(":", 1)[0].strip("[]").split("/")[0]
+            if not is_loopback(host):
+                return f"{flag} {url}: the load test only targets loopback addresses"
+    return None
+
+
+async def _warm(target: Target, mix: RequestMix, per_kind: int) -> None:
+    for name, items in mix.items.items():
+        for i in range(per_kind):
+            status = await target.send(items[i % len(items)])
+            if status != "OK":
+                raise RuntimeError(f"warm-up call ({name}) answered {status}: is the server serving reelserve?")
+
+
+def main(argv: list[str] | None = None, args: argparse.Namespace | None = None) -> int:
+    from reelserve.client import RetryPolicy
+
+    from .targets import ReelserveTarget
+
+    args = args or build_parser().parse_args(argv)
+    problem = _check_args(args)
+    if problem:
+        print(f"reelserve loadtest: {problem}", file=sys.stderr)
+        return 2
+    levels = args.rates if args.mode == "open" else args.concurrency
+    plan = Plan(args.mode, levels, args.duration, args.max_requests, args.arrival, seed=args.seed)
+    print(f"rendering the request mix ({', '.join(args.mix)}) ...", file=sys.stderr)
+    mix = build_mix(args.mix, seed=args.seed)
+    with ExitStack() as stack:
+        url, metrics_url = args.url, args.metrics_url
+        if url is None:
+            from reelserve.server import ServerError, TritonServer, on_free_ports
+
+            try:
+                server = stack.enter_context(TritonServer(on_free_ports(DEFAULT.server, args.model_repository)))
+                server.wait_ready(models=[c.VIDEO_FEATURES, c.TEXT_FEATURES])
+            except ServerError as e:
+                print(f"reelserve loadtest: {e}", file=sys.stderr)
+                return 1
+            url, metrics_url = server.grpc_url, server.metrics_url
+
+        async def go() -> tuple[list[dict], list[runner.RunResult]]:
+            retry = RetryPolicy(max_attempts=args.retries)
+            target = ReelserveTarget(url, deadline_s=args.deadline_s, retry=retry, api_key=args.api_key)
+            try:
+                await _warm(target, mix, args.warmup)
+                return await run_plan(
+                    target, mix, plan, slo_ms=args.slo_ms, metrics_url=metrics_url, progress=not args.no_progress
+                )
+            finally:
+                await target.close()
+
+        started = time.time()
+        try:
+            rows, runs = asyncio.run(go())
+        except RuntimeError as e:
+            print(f"reelserve loadtest: {e}", file=sys.stderr)
+            return 1
+    meta = {
+        "started_unix": started,
+        "url": url,
+        "plan": {"mode": plan.mode, "levels": list(plan.levels), "duration_s": plan.duration_s,
+                 "max_requests": plan.max_requests, "arrival": plan.arrival, "seed": plan.seed},
+        "mix": mix.describe(),
+        "slo_ms": args.slo_ms,
+        "deadline_s": args.deadline_s,
+        "retries": args.retries,
+        "latency_from": "intended send time" if plan.mode == "open" else "send time (closed loop)",
+        "consistency_tolerance": {"ms": CONSISTENCY_TOLERANCE_MS, "fraction": CONSISTENCY_TOLERANCE_FRACTION},
+    }  # fmt: skip
+    paths = report.write(args.out, meta, rows, runs)
+    print("\n".join(report.summary_lines(rows)))
+    for row in rows:
+        for model, check in row.get("consistency", {}).items():
+            if not check["agree"]:
+                print(
+                    f"warning: {model}: client saw {check['client_ok']} OK, mean {check['client_mean_ms']:.1f} ms; "
+                    f"server counted {check['server_ok']}, mean {check['server_mean_ms']:.1f} ms "
+                    "(other traffic on this server?)",
+                    file=sys.stderr,
+                )
+    print(f"report: {paths['json']}  {paths['png']}  {paths['html']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,140 @@
+"""The load test's files: `report.json` (everything), `report.png` (latency vs load, CDF), `report.html`."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .runner import RunResult
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN; null means "no data"
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _run_label(row: dict) -> str:
+    if row["mode"] == "open":
+        return f"{row['target']} open {row['offered_rps']:g} rps ({row['arrival']})"
+    return f"{row['target']} closed c={row['concurrency']}"
+
+
+def plot(rows: list[dict], runs: list[RunResult], path: Path, slo_ms: float) -> Path:
+    """Left: p50/p99 latency vs load per target. Right: latency CDF of every run (log x)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    for target in dict.fromkeys(r["target"] for r in rows):
+        for mode, marker in (("open", "o"), ("closed", "s")):
+            mine = [r for r in rows if r["target"] == target and r["mode"] == mode and r["ok"]]
+            if not mine:
+                continue
+            x = [r["offered_rps"] if mode == "open" else r["throughput_rps"] for r in mine]
+            for q, style in (("p50", "--"), ("p99", "-")):
+                left.plot(x, [r["latency_ms"][q] for r in mine], style, marker=marker, label=f"{target} {mode} {q}")
+    left.axhline(slo_ms, color="red", lw=1, label=f"SLO {slo_ms:g} ms")
+    left.set_xlabel("offered load (open loop) or throughput (closed loop), requests/s")
+    left.set_ylabel("latency, ms (open loop: from intended send time)")
+    left.set_yscale("log")
+    left.grid(True, which="both", alpha=0.3)
+    left.legend(fontsize=7)
+    for row, run in zip(rows, runs, strict=True):
+        lat = np.sort([s.latency_s * 1000.0 for s in run.samples if s.status == "OK"])
+        if lat.size:
+            right.plot(lat, np.arange(1, lat.size + 1) / lat.size, label=_run_label(row), lw=1, drawstyle="steps-post")
+    right.axvline(slo_ms, color="red", lw=1)
+    right.set_xscale("log")
+    right.set_xlabel("latency, ms")
+    right.set_ylabel("fraction of OK answers at or below")
+    right.grid(True, which="both", alpha=0.3)
+    right.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _table(headers: list[str], rows: list[list]) -> str:
+    def cell(v) -> str:
+        if isinstance(v, float):
+            return "–" if not math.isfinite(v) else f"{v:.4g}"
+        return html.escape(str(v))
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def summary_lines(rows: list[dict]) -> list[str]:
+    """The console table: one line per run."""
+    head = (
+        f"{'run':44s} {'sent':>5s} {'ok/s':>7s} {'p50':>8s} {'p90':>8s} {'p99':>8s} {'p99.9':>8s}"
+        f" {'errors':>7s} {'SLO ok':>7s}"
+    )
+    lines = [head]
+    for r in rows:
+        lat = r["latency_ms"]
+        lines.append(
+            f"{_run_label(r):44.44s} {r['sent']:5d} {r['throughput_rps']:7.2f} {lat['p50']:8.1f} {lat['p90']:8.1f}"
+            f" {lat['p99']:8.1f} {lat['p99.9']:8.1f} {r['error_rate']:7.2%} {r['slo_attainment']:7.2%}"
+        )
+    return lines
+
+
+def write(out: Path, meta: dict, rows: list[dict], runs: list[RunResult]) -> dict[str, Path]:
+    """report.json (settings, per-run rows, server breakdown, raw samples), report.png, report.html."""
+    out.mkdir(parents=True, exist_ok=True)
+    slo_ms = meta["slo_ms"]
+    doc = {
+        "meta": meta,
+        "runs": rows,
+        "samples": [
+            [[s.kind, round(s.intended_s, 6), round(s.latency_s, 6), s.status] for s in run.samples] for run in runs
+        ],
+        "samples_columns": ["kind", "intended_send_s", "latency_s", "status"],
+    }
+    paths = {"json": out / "report.json", "png": out / "report.png", "html": out / "report.html"}
+    paths["json"].write_text(json.dumps(_json_safe(doc), indent=1, ensure_ascii=False))
+    plot(rows, runs, paths["png"], slo_ms)
+    image = base64.b64encode(paths["png"].read_bytes()).decode()
+    run_table = _table(
+        ["run", "sent", "OK", "throughput rps", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "errors", "SLO attainment",
+         "send lag p99 ms"],
+        [[_run_label(r), r["sent"], r["ok"], r["throughput_rps"], r["latency_ms"]["p50"], r["latency_ms"]["p90"],
+          r["latency_ms"]["p99"], r["latency_ms"]["p99.9"], ", ".join(f"{k} {v}" for k, v in r["statuses"].items()),
+          f"{r['slo_attainment']:.2%}", r["send_lag_p99_ms"]] for r in rows],
+    )  # fmt: skip
+    server = ""
+    for r in rows:
+        steps = r.get("server") or {}
+        if not steps:
+            continue
+        server += f"<h3>{html.escape(_run_label(r))}</h3>" + _table(
+            ["model", "OK", "failed", "mean request ms", "mean queue ms", "mean compute ms", "mean batch"],
+            [[m, s["requests_ok"], s["requests_failed"], s["mean_request_ms"], s["mean_queue_ms"],
+              s["mean_compute_input_ms"] + s["mean_compute_infer_ms"] + s["mean_compute_output_ms"], s["mean_batch"]]
+             for m, s in steps.items()],
+        )  # fmt: skip
+    settings = _table(["setting", "value"], [[k, json.dumps(v, ensure_ascii=False)] for k, v in meta.items()])
+    paths["html"].write_text(
+        "<!doctype html><meta charset=utf-8><title>reelserve load test</title>"
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}</style>"
+        f"<h1>reelserve load test</h1>{settings}<h2>Runs (SLO {slo_ms:g} ms)</h2>{run_table}"
+        f'<img src="data:image/png;base64,{image}" style="max-width:100%">'
+        f"<h2>Server side, per model (Triton counters over each run)</h2>{server or '<p>not measured</p>'}"
+    )
+    return paths
