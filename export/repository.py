@@ -154,7 +154,7 @@ def step_config(spec: StepSpec, cfg: ReelserveConfig) -> str:
         f"input [\n{_SEP.join(p.pbtxt() for p in spec.inputs)}\n]\n"
         f"output [\n{_SEP.join(Port(t).pbtxt() for t in spec.outputs)}\n]\n"
         f"instance_group [ {{ count: {spec.instances} kind: KIND_CPU }} ]\n"
-        f"dynamic_batching {{ preferred_batch_size: [ {preferred} ] "
+        f"dynamic_batching {{ {f'preferred_batch_size: [ {preferred} ] ' if preferred else ''}"
         f"max_queue_delay_microseconds: {b.max_queue_delay_us} }}\n"
         f"{params}"
     )

@@ -60,7 +60,8 @@ def plot(rows: list[dict], runs: list[RunResult], path: Path, slo_ms: float) -> 
     right.set_xlabel("latency, ms")
     right.set_ylabel("fraction of OK answers at or below")
     right.grid(True, which="both", alpha=0.3)
-    right.legend(fontsize=6)
+    if right.get_legend_handles_labels()[0]:
+        right.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -69,8 +69,12 @@ class BatchingConfig:
     """Triton scheduling of every step."""
 
     max_batch_size: int = 16
-    max_queue_delay_us: int = 2000
-    preferred_batch_sizes: tuple[int, ...] = (4, 8, 16)
+    # No waiting for a batch to fill: on CPU each step has one busy instance, so requests that
+    # arrive while it works are batched anyway, and an idle one should start at once. Measured
+    # (docs/benchmarks.md): a 2 ms delay cost every call ~2 ms per step at low load (6 ms on the
+    # video path) for no capacity gain. A GPU target wants a delay and preferred sizes.
+    max_queue_delay_us: int = 0
+    preferred_batch_sizes: tuple[int, ...] = ()
     preprocess_instances: int = 2
     encoder_instances: int = 1
     ort_intra_op_threads: int = 0  # 0 = ONNX Runtime decides (all cores)

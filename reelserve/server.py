@@ -481,7 +481,9 @@ class TritonServer:
                         server_ready = client.is_server_ready(client_timeout=_RPC_TIMEOUT_S)
                     while server_ready and pending and client.is_model_ready(pending[0], client_timeout=_RPC_TIMEOUT_S):
                         pending.pop(0)
-                if server_ready and not pending:
+                # tritonserver opens its metrics port after gRPC reports ready: wait for it too, so
+                # a scrape right after wait_ready() is not refused
+                if server_ready and not pending and self._accepts_tcp(self.cfg.metrics_port):
                     self.stub_processes()  # remember their shm regions while we still can
                     return
                 if time.monotonic() > deadline:

@@ -50,7 +50,9 @@ def test_every_config_parses_with_its_own_name(configs) -> None:
         else:
             assert cfg.backend == "python"
             assert cfg.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
-            assert list(cfg.dynamic_batching.preferred_batch_size) == [4, 8, 16]
+            batching = cfg.dynamic_batching
+            assert list(batching.preferred_batch_size) == list(DEFAULT.batching.preferred_batch_sizes)
+            assert batching.max_queue_delay_microseconds == DEFAULT.batching.max_queue_delay_us
             assert cfg.max_batch_size == DEFAULT.batching.max_batch_size
 
 
