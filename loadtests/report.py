@@ -42,13 +42,16 @@ def plot(rows: list[dict], runs: list[RunResult], path: Path, slo_ms: float) -> 
             mine = [r for r in rows if r["target"] == target and r["mode"] == mode and r["ok"]]
             if not mine:
                 continue
-            x = [r["offered_rps"] if mode == "open" else r["throughput_rps"] for r in mine]
+            load = (lambda r, m=mode: r["offered_rps"] if m == "open" else r["throughput_rps"])  # noqa: E731
+            mine = sorted(mine, key=load)  # ladders visit rates out of order
+            x = [load(r) for r in mine]
             for q, style in (("p50", "--"), ("p99", "-")):
                 left.plot(x, [r["latency_ms"][q] for r in mine], style, marker=marker, label=f"{target} {mode} {q}")
     left.axhline(slo_ms, color="red", lw=1, label=f"SLO {slo_ms:g} ms")
     left.set_xlabel("offered load (open loop) or throughput (closed loop), requests/s")
     left.set_ylabel("latency, ms (open loop: from intended send time)")
     left.set_yscale("log")
+    left.set_xscale("log")  # systems differ by orders of magnitude in capacity
     left.grid(True, which="both", alpha=0.3)
     left.legend(fontsize=7)
     for row, run in zip(rows, runs, strict=True):

@@ -88,19 +88,32 @@ def wait_for(base: str, promql: str, timeout_s: float = 40) -> list[dict]:
     raise AssertionError(f"no finite series for {promql} after {timeout_s:g}s: {result}")
 
 
+def finite(base: str, promql: str) -> list[dict]:
+    result = query(base, promql)
+    return result if result and all(math.isfinite(float(r["value"][1])) for r in result) else []
+
+
 def test_slo_rules_produce_series_from_real_scrapes(prometheus, tritonserver) -> None:
     base, registry = prometheus
     clip = SampleVideo("cat", "my cat", "chelsea").render(seconds=0.5)
+    availability_q = 'reelserve:availability_errors:ratio_rate5m{model="video_features"}'
+    slow_q = 'reelserve:latency_slow:ratio_rate5m{model="video_features"}'
     with VideoFeaturesClient(tritonserver.grpc_url, registry=registry) as client:
-        for round_ in range(6):
+        # Both targets scraped before the traffic: a rate needs two scrapes that saw it, and
+        # Prometheus's first scrape of a new target can come seconds after it is ready.
+        wait_for(base, 'sum(up{job=~"tritonserver|reelserve-client"}) == 2')
+        # One good and one refused call per second until the SLIs have data (at least 6 rounds).
+        for round_ in range(40):
             client.video_features([clip], ["my cat"])
             with pytest.raises(InvalidArgumentError):
                 client.video_features([malformed_videos()["random_bytes"]], ["bad"])
-            time.sleep(1.0 if round_ < 5 else 0)
+            if round_ >= 5 and finite(base, availability_q) and finite(base, slow_q):
+                break
+            time.sleep(1.0)
 
-        availability = wait_for(base, 'reelserve:availability_errors:ratio_rate5m{model="video_features"}')
+        availability = wait_for(base, availability_q)
         assert float(availability[0]["value"][1]) == 0.0, availability  # refusals of bad input are free
-        slow = wait_for(base, 'reelserve:latency_slow:ratio_rate5m{model="video_features"}')
+        slow = wait_for(base, slow_q)
         # half the calls were refused (not "ok within 250 ms"), so at least that share is counted
         assert 0.4 <= float(slow[0]["value"][1]) <= 1.0, slow
         steps = {r["metric"]["model"] for r in wait_for(base, "reelserve:step_request_p99:us > 0")}  # NaN: idle step
