@@ -26,7 +26,7 @@ from reelserve import contract as c
 from reelserve.config import DEFAULT
 
 from . import report, stats
-from .harness import Plan, run_plan
+from .harness import Plan, run_plan, warm_up
 from .workload import KINDS, WorkItem, single_item_mix
 
 GENERATOR_LAG_LIMIT_MS = 20.0  # above this the generator missed its schedule: the ladder stops there
@@ -56,10 +56,7 @@ async def measure_system(
     metrics_url: str | None, progress: bool,
 ) -> SystemResult:  # fmt: skip
     mix = single_item_mix(item)
-    for _ in range(3):  # warm-up
-        status = await target.send(item)
-        if status != "OK":
-            raise RuntimeError(f"{target.name}: warm-up call answered {status}")
+    await warm_up(target, mix, per_kind=3)
     seq_plan = Plan("closed", [1], duration_s=600.0, max_requests=sequential_n)
     (sequential,), _ = await run_plan(target, mix, seq_plan, slo_ms=slo_ms, metrics_url=metrics_url, progress=progress)
     rate = 0.5 * 1000.0 / sequential["latency_ms"]["p50"]  # half of what one-at-a-time would do

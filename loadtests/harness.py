@@ -182,7 +182,8 @@ def _check_args(args: argparse.Namespace) -> str | None:
     return None
 
 
-async def _warm(target: Target, mix: RequestMix, per_kind: int) -> None:
+async def warm_up(target: Target, mix: RequestMix, per_kind: int) -> None:
+    """Untimed calls of every kind first; a non-OK answer means the target is not serving what we test."""
     for name, items in mix.items.items():
         for i in range(per_kind):
             status = await target.send(items[i % len(items)])
@@ -221,7 +222,7 @@ def main(argv: list[str] | None = None, args: argparse.Namespace | None = None) 
             retry = RetryPolicy(max_attempts=args.retries)
             target = ReelserveTarget(url, deadline_s=args.deadline_s, retry=retry, api_key=args.api_key)
             try:
-                await _warm(target, mix, args.warmup)
+                await warm_up(target, mix, args.warmup)
                 return await run_plan(
                     target, mix, plan, slo_ms=args.slo_ms, metrics_url=metrics_url, progress=not args.no_progress
                 )

@@ -22,17 +22,14 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 import weakref
-from collections import deque
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -41,7 +38,7 @@ from pydantic import BaseModel
 
 from reelserve import contract as c
 from reelserve.config import DEFAULT, cache_dir
-from reelserve.server import ServerError, free_port
+from reelserve.server import ServerError, file_tail, free_port, terminate_group
 from reelserve.serving.errors import InvalidInputError
 
 _STOP_GRACE_S = 5.0
@@ -200,19 +197,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _terminate(proc: subprocess.Popen) -> None:
-    """SIGTERM, then SIGKILL if it has not exited within the grace period."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=_STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            proc.wait()
-
-
 class NaiveServer:
     """The naive server as a child process on a free loopback port; a context manager for tests and benches.
 
@@ -266,7 +250,8 @@ class NaiveServer:
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
                 start_new_session=True,  # a Ctrl-C in the terminal reaches only the driver, which stops us
             )
-        self._finalizer = weakref.finalize(self, _terminate, self._proc)  # no orphan if nobody calls stop()
+        # no orphan if nobody calls stop()
+        self._finalizer = weakref.finalize(self, terminate_group, self._proc, _STOP_GRACE_S)
         try:
             self._wait_healthy()
         except BaseException:
@@ -297,17 +282,13 @@ class NaiveServer:
             time.sleep(_POLL_S)
 
     def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
-        try:
-            with open(self.log_path, "rb") as f:
-                return b"".join(deque(f, maxlen=lines)).decode("utf-8", errors="replace")
-        except OSError:
-            return ""
+        return file_tail(self.log_path, lines)
 
     def stop(self) -> int:
         """SIGTERM, then SIGKILL after a few seconds; idempotent; returns the exit status."""
         if self._proc is None:
             return 0
-        _terminate(self._proc)
+        terminate_group(self._proc, _STOP_GRACE_S)
         if self._finalizer is not None:
             self._finalizer.detach()
         return int(self._proc.returncode)

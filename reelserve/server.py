@@ -235,6 +235,32 @@ def _kill_group(pgid: int, shm_regions: set[str] | None = None) -> None:
         _remove_shm_regions(shm_regions)
 
 
+def file_tail(path: Path, lines: int) -> str:
+    """The last `lines` lines of a log file, decoded leniently (empty if there is none yet)."""
+    try:
+        with open(path, "rb") as f:
+            return b"".join(deque(f, maxlen=lines)).decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def terminate_group(proc: subprocess.Popen, timeout_s: float) -> None:
+    """SIGTERM the process, wait up to `timeout_s`, then SIGKILL its whole process group.
+
+    For children started with `start_new_session=True` (pgid == pid), so the SIGKILL reaches
+    anything they started too.
+    """
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 class TritonServer:
     """A real tritonserver process from the nvidia-pytriton wheel, on loopback.
 
@@ -420,11 +446,7 @@ class TritonServer:
 
     def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
         """The last `lines` lines of the log file (empty if there is none yet)."""
-        try:
-            with open(self.log_path, "rb") as f:
-                return b"".join(deque(f, maxlen=lines)).decode("utf-8", errors="replace")
-        except OSError:
-            return ""
+        return file_tail(self.log_path, lines)
 
     def log_errors(self, limit: int = 10) -> list[str]:
         """The last `limit` error lines of the log (Triton's `E...` lines and its final `error: ...`).
@@ -515,15 +537,7 @@ class TritonServer:
             if proc is None:
                 return 0
             self.stub_processes()
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=timeout_s)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+            terminate_group(proc, timeout_s)
             # The group leader is gone; sweep anything still in its group (stubs, their children).
             _kill_group(proc.pid, self._shm_regions)
             if self._finalizer is not None:
