@@ -5,6 +5,8 @@ Models call only these functions. CUDA tensors run our Triton kernels (`attentio
 the CPU ONNX export records. `REELSERVE_KERNELS` forces a path: `triton` (on CPU this needs
 `TRITON_INTERPRET=1`, the interpreter the tests use), `reference`, or `auto` (the default).
 Triton is imported only when a kernel is about to run, so CPU serving never needs it.
+Inside `custom_ops.as_custom_ops()` (the GPU export), attention and pooling are recorded as
+the custom ops `torch.ops.reelserve.*` instead, which TensorRT runs as plugins.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 
 import torch
 
+from .custom_ops import custom_ops_enabled, fused_attention_op, masked_mean_pool_op
 from .reference import (
     attention_pool_reference,
     attention_reference,
@@ -45,6 +48,10 @@ def fused_attention(
     scale: float | None = None,
 ) -> torch.Tensor:
     """Attention over `[B, H, L, D]` tensors; `key_padding_mask` is `[B, Lk]`, True = real key."""
+    if custom_ops_enabled():
+        if key_padding_mask is None:
+            key_padding_mask = torch.ones(k.shape[0], k.shape[2], dtype=torch.bool, device=k.device)
+        return fused_attention_op(q, k, v, key_padding_mask.to(torch.int32), causal, scale or 0.0)
     if use_triton(q, k, v, key_padding_mask):
         from .attention import fused_attention_triton
 
@@ -54,6 +61,8 @@ def fused_attention(
 
 def masked_mean_pool(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """`[B, L, D]` -> `[B, D]`, averaging only where `mask` (`[B, L]`, bool) is True."""
+    if custom_ops_enabled():
+        return masked_mean_pool_op(x, mask.to(torch.int32))
     if use_triton(x, mask):
         from .pooling import masked_mean_pool_triton
 

@@ -153,6 +153,33 @@ def compile_case(case: KernelCase, config: triton.Config, arch: int) -> CompileR
     )
 
 
+@dataclass(frozen=True)
+class PluginKernel:
+    """What a TensorRT AOT plugin needs from one compiled kernel."""
+
+    name: str
+    ptx: str
+    num_warps: int
+    shared: int  # dynamic shared memory, bytes
+
+
+def compile_plugin_kernel(
+    fn, signature: dict[str, str], constexprs: dict[str, object], options: dict[str, int], arch: int | None = None
+) -> PluginKernel:
+    """Compile one plugin entry point to PTX: for `arch` (80, 90, ...) or, with None, the local GPU."""
+    fn = _jit(fn)
+    src = ASTSource(fn=fn, signature=signature, constexprs=constexprs)
+    target = GPUTarget("cuda", arch, 32) if arch is not None else None
+    compiled = triton.compile(src, target=target, options=options)
+    if getattr(compiled.metadata, "global_scratch_size", 0) or getattr(compiled.metadata, "profile_scratch_size", 0):
+        raise RuntimeError(
+            f"{compiled.metadata.name} needs Triton scratch memory, which a TensorRT plugin cannot give it"
+        )
+    return PluginKernel(
+        compiled.metadata.name, compiled.asm["ptx"], compiled.metadata.num_warps, compiled.metadata.shared
+    )
+
+
 def _all_cases(kernels: list[str] | None) -> list[tuple[KernelCase, triton.Config, int]]:
     _register_pooling_cases()
     return [

@@ -152,6 +152,58 @@ def _attention_fwd_kernel(
     )
 
 
+_attention_fwd = _attention_fwd_kernel.fn  # the un-tuned body, callable from another kernel
+
+
+# TensorRT plugin entry point (`reelserve.export.trt_plugins`): TensorRT's AOT plugins pass the
+# input pointers, then int32 scalars, then the output pointers, on contiguous tensors, so this
+# kernel derives the strides from the dims and runs the same body as the launcher above.
+#   *{fp16|bf16|fp32} q, k, v [B, H, L, D], *i32 mask [B, Lk], i32 B, H, LQ, LK, *{as q} o,
+#   constexpr QK_SCALE (softmax scale * log2 e), HEAD_DIM, CAUSAL, BLOCK_M, BLOCK_N
+# Grid: (cdiv(LQ, BLOCK_M), B * H).
+@triton.jit
+def _attention_plugin_kernel(
+    q_ptr, k_ptr, v_ptr, mask_ptr,
+    B, H, LQ, LK,
+    o_ptr,
+    QK_SCALE: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    _attention_fwd(
+        q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr,
+        H * LQ * HEAD_DIM, LQ * HEAD_DIM, HEAD_DIM, 1,
+        H * LK * HEAD_DIM, LK * HEAD_DIM, HEAD_DIM, 1,
+        H * LK * HEAD_DIM, LK * HEAD_DIM, HEAD_DIM, 1,
+        LK, 1,
+        H * LQ * HEAD_DIM, LQ * HEAD_DIM, HEAD_DIM, 1,
+        H, LQ, LK, QK_SCALE, 0, 0,
+        HEAD_DIM=HEAD_DIM, HAS_MASK=True, CAUSAL=CAUSAL, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,
+    )  # fmt: skip
+
+
+def attention_plugin_tiles(head_dim: int) -> list[tuple[int, int, int, int]]:
+    """The tiles a TensorRT plugin offers as tactics (TensorRT times them at build time)."""
+    if head_dim not in HEAD_DIMS:
+        raise ValueError(f"head dim {head_dim} is not supported; use one of {HEAD_DIMS}")
+    return list(TILES[head_dim])
+
+
+def attention_plugin_kernel_spec(
+    dtype: str, head_dim: int, tile: tuple[int, int, int, int], *, causal: bool = False, scale: float | None = None
+) -> tuple[object, dict[str, str], dict[str, object], dict[str, int]]:
+    """(kernel, signature, constexprs, options) for compiling `_attention_plugin_kernel`."""
+    bm, bn, warps, stages = tile
+    ptr = {"fp16": "*fp16", "bf16": "*bf16", "fp32": "*fp32"}[dtype]
+    scale = head_dim**-0.5 if scale is None or scale <= 0 else scale
+    constexprs = {"QK_SCALE": scale * LOG2E, "HEAD_DIM": head_dim, "CAUSAL": causal, "BLOCK_M": bm, "BLOCK_N": bn}
+    signature = {"q_ptr": ptr, "k_ptr": ptr, "v_ptr": ptr, "mask_ptr": "*i32", "B": "i32", "H": "i32"}
+    signature |= {"LQ": "i32", "LK": "i32", "o_ptr": ptr} | {name: "constexpr" for name in constexprs}
+    return _attention_plugin_kernel, signature, constexprs, {"num_warps": warps, "num_stages": stages}
+
+
 def fused_attention_triton(
     q: torch.Tensor,
     k: torch.Tensor,

@@ -346,6 +346,34 @@ def _l2_normalize_kernel(
     )
 
 
+# TensorRT plugin entry point (`reelserve.export.trt_plugins`): input pointers, int32 scalars,
+# output pointer, on contiguous tensors (see `attention._attention_plugin_kernel`).
+#   *{fp16|bf16|fp32} x [B, L, D], *i32 mask [B, L], i32 L, i32 D, *{as x} out [B, D],
+#   constexpr BLOCK_L, BLOCK_D
+# Grid: (B, cdiv(D, BLOCK_D)).
+@triton.jit
+def _masked_mean_pool_plugin_kernel(x_ptr, mask_ptr, L, D, out_ptr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
+    _masked_mean_pool_kernel(
+        x_ptr, mask_ptr, out_ptr, L, D, L * D, D, 1, L, 1, D, 1, 0, 1e-12,
+        NORMALIZE=False, BLOCK_L=BLOCK_L, BLOCK_D=BLOCK_D,
+    )  # fmt: skip
+
+
+def masked_mean_pool_plugin_configs() -> list[triton.Config]:
+    """The configs a TensorRT plugin offers as tactics: the launcher's autotune space."""
+    return masked_mean_pool_configs(normalize=False, full=True)
+
+
+def masked_mean_pool_plugin_kernel_spec(
+    dtype: str, config: triton.Config
+) -> tuple[object, dict[str, str], dict[str, object], dict[str, int]]:
+    """(kernel, signature, constexprs, options) for compiling `_masked_mean_pool_plugin_kernel`."""
+    ptr = _AOT_DTYPES[dtype]
+    signature = {"x_ptr": ptr, "mask_ptr": "*i32", "L": "i32", "D": "i32", "out_ptr": ptr}
+    signature |= {name: "constexpr" for name in config.kwargs}
+    return _masked_mean_pool_plugin_kernel, signature, dict(config.kwargs), {"num_warps": config.num_warps}
+
+
 _masked_mean_pool_split_d = triton.autotune(
     configs=masked_mean_pool_configs(normalize=False),
     key=["L_BUCKET", "D"],

@@ -17,14 +17,19 @@ NUM_CLASSES = 1000
 
 
 class VisionTower(nn.Module):
-    """`frames` `[N, H, W, 3]` uint8 RGB -> `frame_logits` `[N, 1000]` fp32 (ImageNet-1k logits)."""
+    """`frames` `[N, H, W, 3]` uint8 RGB -> `frame_logits` `[N, 1000]` (ImageNet-1k logits, in the weights' dtype)."""
 
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__()
         self.backbone = backbone
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The weights' dtype: fp32 on CPU, fp16/bf16 in a GPU engine's graph."""
+        return next(self.backbone.parameters()).dtype
+
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        x = frames.permute(0, 3, 1, 2).to(torch.float32)
+        x = frames.permute(0, 3, 1, 2).to(self.dtype)
         x = (x / 255.0 - 0.5) / 0.5  # EfficientNet-Lite's input scaling
         return self.backbone(x)
 

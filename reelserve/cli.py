@@ -35,6 +35,11 @@ def _config(args: argparse.Namespace) -> ReelserveConfig:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    if args.target == "gpu":
+        return _export_gpu(args)
+    if args.onnx_only:
+        print("reelserve export: --onnx-only applies to --target gpu", file=sys.stderr)
+        return 2
     from reelserve.export.build import export_cpu
     from reelserve.export.onnx_export import ExportError
 
@@ -53,6 +58,36 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"semantic IDs: {report.semantic_ids}")
         print(f"export took {sum(report.seconds.values()):.1f}s: {report.seconds}")
     print(f"model repository ready: {args.out}")
+    return 0
+
+
+def _export_gpu(args: argparse.Namespace) -> int:
+    from reelserve.export.gpu import export_gpu
+    from reelserve.export.onnx_export import ExportError
+    from reelserve.export.tensorrt_build import EngineBuildError
+
+    if args.out == DEFAULT.server.model_repository:
+        print("reelserve export --target gpu: give --out DIR (the CPU repository stays where it is)", file=sys.stderr)
+        return 2
+    try:
+        report = export_gpu(
+            args.out, DEFAULT, onnx_only=args.onnx_only, cpu_repository=args.cpu_repository, progress=not args.quiet
+        )
+    except (ExportError, EngineBuildError) as e:
+        print(f"export failed: {e}", file=sys.stderr)
+        return 1
+    for key, entry in report["graphs"].items():
+        for check in ("cpu_parity", "engine_parity"):
+            rows = entry.get(check)
+            if isinstance(rows, str):
+                print(f"{check:13s} {key:22s} {rows}")
+            for row in rows if isinstance(rows, list) else []:
+                print(
+                    f"{check:13s} {key:22s} {row['output']:13s} max|err| {row['max_abs_error']:.2e}  "
+                    f"min cosine {row['min_cosine']:.6f}"
+                )
+    what = "ONNX graphs and repository configs (no engines: --onnx-only)" if args.onnx_only else "engines"
+    print(f"GPU target ready in {args.out} ({what}); report: {args.out / 'gpu-report.json'}")
     return 0
 
 
@@ -88,9 +123,30 @@ def build_parser() -> argparse.ArgumentParser:
         description="Export real pretrained towers to ONNX, fit the heads, write the Triton repository."
         " Reuses an up-to-date repository unless --force.",
     )
-    p.add_argument("--target", choices=["cpu"], default="cpu", help="cpu: python backend + ONNX Runtime")
-    p.add_argument("--out", type=Path, default=DEFAULT.server.model_repository, help="default: %(default)s")
-    p.add_argument("--force", action="store_true", help="rebuild even if the repository is up to date")
+    p.add_argument(
+        "--target",
+        choices=["cpu", "gpu"],
+        default="cpu",
+        help="cpu: python backend + ONNX Runtime; gpu: TensorRT engines with our Triton-kernel plugins",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT.server.model_repository,
+        help="cpu: the model repository (default: %(default)s); gpu: a folder for ONNX, engines and the GPU repository",
+    )
+    p.add_argument("--force", action="store_true", help="cpu: rebuild even if the repository is up to date")
+    p.add_argument(
+        "--onnx-only",
+        action="store_true",
+        help="gpu: write the plugin ONNX graphs and repository configs, build no engines (no GPU needed)",
+    )
+    p.add_argument(
+        "--cpu-repository",
+        type=Path,
+        default=DEFAULT.server.model_repository,
+        help="gpu: where the CPU export lives (python steps' artifacts; exported if stale; default: %(default)s)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_export)
 

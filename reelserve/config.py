@@ -30,6 +30,9 @@ class TextConfig:
 
     max_tokens: int = 128  # incl. [CLS]/[SEP]; longer text is truncated
     max_text_bytes: int = 64 * 1024  # refuse larger UTF-8 payloads
+    # Pad token rows to at least this length (0: the request's longest text). The GPU target pads
+    # to max_tokens so that every request has one shape and TensorRT's batcher can merge them.
+    pad_tokens_to: int = 0
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,26 @@ class BatchingConfig:
 
 
 @dataclass(frozen=True)
+class GpuConfig:
+    """The GPU target: TensorRT engines served by Triton's `tensorrt_plan` backend.
+
+    Batch size comes from `BatchingConfig.max_batch_size` (ensemble and steps share it); the
+    engines' optimisation profile spans 1..max_batch_size, 1..num_frames and 1..max_tokens.
+    """
+
+    precisions: tuple[str, ...] = ("fp16", "bf16")  # engines built; ONNX also written in fp32
+    serve_precision: str = "fp16"  # the engine placed in the model repository
+    opt_batch_size: int = 8  # the shape TensorRT tunes its tactics for
+    # A GPU step is idle far more often than it is busy at low load and costs the same for 1 or
+    # 8 rows, so waiting a little for a fuller batch pays (the opposite of the CPU decision).
+    max_queue_delay_us: int = 500
+    preferred_batch_sizes: tuple[int, ...] = (4, 8, 16)
+    encoder_instances: int = 1
+    workspace_bytes: int = 4 << 30
+    builder_optimization_level: int = 3
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     """Where `reelserve serve` listens and what it runs."""
 
@@ -100,6 +123,7 @@ class ReelserveConfig:
     text: TextConfig = field(default_factory=TextConfig)
     heads: HeadsConfig = field(default_factory=HeadsConfig)
     batching: BatchingConfig = field(default_factory=BatchingConfig)
+    gpu: GpuConfig = field(default_factory=GpuConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
 
 

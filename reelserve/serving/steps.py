@@ -69,6 +69,7 @@ class Preprocess(Step):
         text_cfg = TextConfig(
             max_tokens=self.int_param("max_tokens", t.max_tokens),
             max_text_bytes=self.int_param("max_text_bytes", t.max_text_bytes),
+            pad_tokens_to=self.int_param("pad_tokens_to", t.pad_tokens_to),
         )
         self.tokenizer = TextTokenizer(self.version_dir / "tokenizer.json", text_cfg)
 

@@ -42,7 +42,7 @@ class TextTokenizer:
     def encode(self, texts: Sequence[bytes | str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """-> input_ids [B, L] int64, attention_mask [B, L] int64, truncated [B] bool.
 
-        L is the longest text in this call (at least 1); texts beyond `max_tokens` are cut
+        L is the longest text in this call (at least 1 and `pad_tokens_to`); texts beyond `max_tokens` are cut
         and flagged, never refused.
         """
         strings = [decode_utf8(t, self.cfg.max_text_bytes) for t in texts]
@@ -55,7 +55,7 @@ class TextTokenizer:
             enc = by_index.get(i)
             ids.append(enc.ids if enc is not None else [])
             truncated[i] = enc is not None and len(enc.overflowing) > 0
-        length = max([1, *map(len, ids)])
+        length = max([1, self.cfg.pad_tokens_to, *map(len, ids)])
         input_ids = np.zeros((len(ids), length), dtype=np.int64)
         attention_mask = np.zeros((len(ids), length), dtype=np.int64)
         for i, row in enumerate(ids):

@@ -104,3 +104,14 @@ def test_batch_padded_to_longest_row(tok) -> None:
         assert alone.shape[1] == lengths[i]
         np.testing.assert_array_equal(ids[i, : lengths[i]], alone[0])
         np.testing.assert_array_equal(mask[i, : lengths[i]], alone_mask[0])
+
+
+def test_pad_tokens_to_gives_every_request_one_shape() -> None:
+    """The GPU target pads to max_tokens so TensorRT's batcher can merge any two requests."""
+    padded = TextTokenizer(tokenizer_json(), TextConfig(max_tokens=16, pad_tokens_to=16))
+    short, _, _ = padded.encode(["hi"])
+    long_ids, long_mask, truncated = padded.encode(["a long title " * 20])
+    assert short.shape == long_ids.shape == (1, 16)
+    assert truncated[0] and long_mask.sum() == 16
+    plain, _, _ = TextTokenizer(tokenizer_json(), TextConfig(max_tokens=16)).encode(["hi"])
+    assert plain.shape[1] < 16 and np.array_equal(short[0, : plain.shape[1]], plain[0])
