@@ -157,8 +157,8 @@ def test_inside_refuses_escapes(tmp_path: Path) -> None:
 
 
 def test_write_repository_refuses_escaping_step_name(tmp_path: Path, monkeypatch) -> None:
-    def evil_specs(cfg: ReelserveConfig) -> list[StepSpec]:
-        return [replace(step_specs(cfg)[0], name="../evil")]
+    def evil_specs(cfg: ReelserveConfig, target: str = "cpu") -> list[StepSpec]:
+        return [replace(step_specs(cfg, target)[0], name="../evil")]
 
     monkeypatch.setattr(repository, "step_specs", evil_specs)
     root = tmp_path / "repo"
