@@ -91,6 +91,12 @@ def _export_gpu(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gpu_check(args: argparse.Namespace) -> int:
+    from reelserve.export.gpu_check import run
+
+    return run(args)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from reelserve.server import ServerError, TritonServer, serve_forever
 
@@ -149,6 +155,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "gpu-check",
+        help="GPU runbook: build every TensorRT engine, check parity, time TensorRT vs eager vs torch.compile",
+        description="Needs an NVIDIA GPU and TensorRT (refuses, saying why, elsewhere). Writes OUT/gpu-benchmark.json.",
+    )
+    from reelserve.export.gpu_check import add_arguments
+
+    add_arguments(p)
+    p.set_defaults(func=cmd_gpu_check)
 
     p = sub.add_parser(
         "serve",

@@ -11,7 +11,7 @@ import pytest
 
 from reelserve.cli import build_parser
 
-SUBCOMMANDS = ("export", "serve", "demo")
+SUBCOMMANDS = ("export", "serve", "demo", "gpu-check")
 
 
 def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -61,3 +61,20 @@ def test_serve_missing_repository_is_a_plain_error(tmp_path: Path) -> None:
     assert str(missing) in result.stderr, result.stderr
     assert "does not exist" in result.stderr, result.stderr
     assert not missing.exists(), "serve must not create the repository"
+
+
+def test_gpu_export_flags_are_checked_before_any_work() -> None:
+    only = _cli("export", "--onnx-only")
+    assert only.returncode == 2 and "--onnx-only applies to --target gpu" in only.stderr, only.stderr
+    no_out = _cli("export", "--target", "gpu", "--onnx-only")
+    assert no_out.returncode == 2 and "give --out DIR" in no_out.stderr, no_out.stderr
+
+
+def test_gpu_check_refuses_without_a_gpu_and_says_why(tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: gpu-check would run for real (minutes)")
+    result = _cli("gpu-check", "--out", str(tmp_path))
+    assert result.returncode == 2, result.stderr
+    assert "cannot run here: no CUDA GPU" in result.stderr
