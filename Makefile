@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.reelserve-installed
 REPO := model_repository
 
-.PHONY: help install export demo test test-all lint serve clean bench bench-client loadtest
+.PHONY: help install export export-gpu gpu-check demo test test-all lint serve clean bench bench-client loadtest
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,6 +41,15 @@ test-all: export  ## also the slow kernel sweeps (long in Triton's interpreter)
 
 lint: install  ## ruff
 	$(VENV)/bin/ruff check .
+
+export-gpu: export  ## GPU target without a GPU: plugin ONNX graphs, CPU parity, GPU repository configs in gpu-out/
+	$(VENV)/bin/reelserve export --target gpu --onnx-only --out gpu-out
+
+# On a GPU machine, in an environment with a CUDA torch and TensorRT (pip install -e '.[gpu,dev]'),
+# not the CPU-only .venv that `make install` builds.
+gpu-check:  ## GPU machine: kernel + engine tests, every engine, parity, TensorRT vs eager vs compile
+	$(PYTHON) -m pytest -m "slow or not slow" tests/kernels tests/export/test_tensorrt_gpu.py
+	$(PYTHON) -m reelserve.cli gpu-check --out gpu-out
 
 bench: export  ## reelserve vs a naive torch-eager HTTP server vs a no-op ensemble, same cores (table + report)
 	$(PY) -m reelserve.loadtests.bench --model-repository $(REPO) --out bench-report
