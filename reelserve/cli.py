@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +22,16 @@ def _server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-file", type=Path, default=None, help="tritonserver log (default: under ~/.cache/reelserve)")
 
 
+def _access_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("REELSERVE_API_KEY"),
+        help="require the header 'x-api-key: KEY' for everything but health/metadata (default: $REELSERVE_API_KEY)",
+    )
+    p.add_argument("--tls-cert", type=Path, default=None, help="gRPC TLS: server certificate (PEM)")
+    p.add_argument("--tls-key", type=Path, default=None, help="gRPC TLS: the certificate's private key (PEM)")
+
+
 def _config(args: argparse.Namespace) -> ReelserveConfig:
     server = replace(
         DEFAULT.server,
@@ -30,6 +41,9 @@ def _config(args: argparse.Namespace) -> ReelserveConfig:
         http_port=args.http_port,
         metrics_port=args.metrics_port,
         log_file=args.log_file,
+        api_key=getattr(args, "api_key", None) or None,
+        tls_cert=getattr(args, "tls_cert", None),
+        tls_key=getattr(args, "tls_key", None),
     )
     return replace(DEFAULT, server=server)
 
@@ -100,8 +114,10 @@ def cmd_gpu_check(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from reelserve.server import ServerError, TritonServer, serve_forever
 
+    cfg = _config(args).server
+    probe = {"ssl": True, "root_certificates": str(cfg.tls_cert)} if cfg.tls_cert else None
     try:
-        return serve_forever(TritonServer(_config(args).server))
+        return serve_forever(TritonServer(cfg, probe_tls=probe))
     except ServerError as e:
         print(f"reelserve serve: {e}", file=sys.stderr)
         return 1
@@ -169,9 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "serve",
         help="run tritonserver on the model repository (loopback by default)",
-        description="Start the tritonserver bundled in nvidia-pytriton; Ctrl-C or SIGTERM stops it.",
+        description="Start the tritonserver bundled in nvidia-pytriton and keep it serving (a dead server or"
+        " python-backend stub is restarted); Ctrl-C or SIGTERM stops it. Model control over the API is off.",
     )
     _server_args(p)
+    _access_args(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(

@@ -115,6 +115,18 @@ class ServerConfig:
     log_file: Path | None = None
     ready_timeout_s: float = 120.0
     python_shm_bytes: int = 64 * 1024 * 1024
+    # Access. With an API key every gRPC/HTTP protocol but health and metadata (the probes) needs
+    # the header `x-api-key: KEY` (Triton's restricted protocols). TLS is gRPC's (Triton's HTTP
+    # has none). Model control stays off either way (`--model-control-mode=none`).
+    api_key: str | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # Supervision (`reelserve serve`): restart tritonserver when it or a python-backend stub dies
+    # (Triton 2.51 restarts neither and keeps reporting a dead stub's model READY); give up after
+    # `max_restarts` within `restart_window_s`, a crash loop no restart will fix.
+    watchdog_poll_s: float = 0.5
+    max_restarts: int = 5
+    restart_window_s: float = 300.0
 
 
 @dataclass(frozen=True)

@@ -193,6 +193,44 @@ def _port_in_use(host: str, port: int) -> bool:
     return False
 
 
+# Everything a client could use to read or change the server, bar the probes (health, metadata).
+RESTRICTED_PROTOCOLS = (
+    "inference",
+    "shared-memory",
+    "model-config",
+    "model-repository",
+    "statistics",
+    "trace",
+    "logging",
+)
+
+
+def access_args(cfg: ServerConfig) -> list[str]:
+    """tritonserver flags for the API key (restricted protocols) and gRPC TLS in `cfg`."""
+    args = []
+    if cfg.api_key is not None:
+        if not cfg.api_key.strip() or any(ch in cfg.api_key for ch in ",:= \t\n"):
+            raise ServerError("the API key must be non-empty and contain no spaces, ',', ':' or '='")
+        protocols = ",".join(RESTRICTED_PROTOCOLS)
+        args += [
+            f"--grpc-restricted-protocol={protocols}:x-api-key={cfg.api_key}",
+            f"--http-restricted-api={protocols}:x-api-key={cfg.api_key}",
+        ]
+    if (cfg.tls_cert is None) != (cfg.tls_key is None):
+        raise ServerError("gRPC TLS needs both a certificate and its key (--tls-cert and --tls-key)")
+    if cfg.tls_cert is not None:
+        for path in (cfg.tls_cert, cfg.tls_key):
+            if not Path(path).is_file():
+                raise ServerError(f"TLS file {path} does not exist")
+        args += ["--grpc-use-ssl=true", f"--grpc-server-cert={cfg.tls_cert}", f"--grpc-server-key={cfg.tls_key}"]
+    return args
+
+
+def _redact(cmd: Sequence[str]) -> list[str]:
+    """The command line for the log, API key hidden."""
+    return [re.sub(r"(x-api-key=).*", r"\1***", arg) for arg in cmd]
+
+
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
@@ -287,6 +325,7 @@ class TritonServer:
         self._lock = threading.Lock()
         self._finalizer: weakref.finalize | None = None
         self._shm_regions: set[str] = set()  # stub regions seen, freed on stop if Triton could not
+        self.starts = 0  # a restart appends to the log instead of replacing it
 
     # -- addresses ---------------------------------------------------------------------------
 
@@ -372,6 +411,7 @@ class TritonServer:
             "--log-verbose=0",
             f"--backend-config=python,shm-default-byte-size={shm}",
             f"--backend-config=python,shm-growth-byte-size={growth}",
+            *access_args(cfg),
         ]
         return args + list(self.extra_args)
 
@@ -416,8 +456,9 @@ class TritonServer:
             env = self.child_env()
             log_path = self.log_path
             log_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(log_path, "wb") as log:
-                log.write(f"# reelserve: {' '.join(cmd)}\n".encode())
+            with open(log_path, "ab" if self.starts else "wb") as log:
+                self.starts += 1
+                log.write(f"# reelserve (start {self.starts}): {' '.join(_redact(cmd))}\n".encode())
                 log.flush()
                 try:
                     # Own session => own process group (pgid == pid): stop() signals the group, so the
@@ -525,19 +566,26 @@ class TritonServer:
         except OSError:
             return False
 
-    def stop(self, timeout_s: float = 30) -> int:
+    def stop(self, timeout_s: float = 30, *, kill: bool = False) -> int:
         """SIGTERM tritonserver, wait up to `timeout_s`, then SIGKILL its whole process group.
 
         Only the server gets SIGTERM, so it can drain requests and finalize the python models
         itself; afterwards the group is SIGKILLed regardless, which reaps any stub Triton left
-        behind. Idempotent; returns the exit status (negative = killed by that signal).
+        behind. `kill=True` skips the drain (a broken server: a graceful shutdown would answer
+        NOT_FOUND while it unloads, or wait for requests a dead stub never finishes; killed
+        connections give clients UNAVAILABLE, which they retry). Idempotent; returns the exit
+        status (negative = killed by that signal).
         """
         with self._lock:
             proc = self._proc
             if proc is None:
                 return 0
             self.stub_processes()
-            terminate_group(proc, timeout_s)
+            if kill:
+                _kill_group(proc.pid)
+                proc.wait()
+            else:
+                terminate_group(proc, timeout_s)
             # The group leader is gone; sweep anything still in its group (stubs, their children).
             _kill_group(proc.pid, self._shm_regions)
             if self._finalizer is not None:
@@ -560,11 +608,14 @@ class TritonServer:
 
 
 def serve_forever(server: TritonServer) -> int:
-    """Start `server`, print where it listens, block until SIGINT/SIGTERM, stop it; return the exit code.
+    """Start `server`, print where it listens, supervise it until SIGINT/SIGTERM, stop it; return the exit code.
 
-    0 after a signal-initiated clean stop; if tritonserver dies on its own, its log tail is
-    printed to stderr and 1 is returned. Must be called from the main thread (signal handlers).
+    0 after a signal-initiated clean stop. While serving, a dead tritonserver or python-backend
+    stub is restarted (`reelserve.supervisor`); a crash loop prints the log tail and returns 1.
+    Must be called from the main thread (signal handlers).
     """
+    from .supervisor import Supervisor
+
     stop_requested = threading.Event()
     starting = True
 
@@ -573,7 +624,11 @@ def serve_forever(server: TritonServer) -> int:
         if starting:  # interrupt a long model load; start() stops the half-started server
             raise KeyboardInterrupt
 
+    def _log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    supervisor = Supervisor(server, log=_log)
     try:
         try:
             server.start()
@@ -582,19 +637,26 @@ def serve_forever(server: TritonServer) -> int:
             return 0
         starting = False
         print(f"tritonserver ready (pid {server.pid})", flush=True)
-        print(f"  gRPC:    {server.grpc_url}", flush=True)
+        print(f"  gRPC:    {server.grpc_url}" + (" (TLS)" if server.cfg.tls_cert else ""), flush=True)
         print(f"  HTTP:    {server.http_url}", flush=True)
         print(f"  metrics: {server.metrics_url}", flush=True)
         print(f"  log:     {server.log_path}", flush=True)
-        while not stop_requested.wait(0.5):
-            if not server.is_running():
-                print(
-                    f"tritonserver exited unexpectedly (exit code {server.returncode}); "
-                    f"last lines of {server.log_path}:\n{server.log_tail()}",
-                    file=sys.stderr,
-                    flush=True,
-                )
+        if server.cfg.api_key is not None:
+            print("  access:  every protocol but health/metadata needs the x-api-key header", flush=True)
+        supervisor.remember_stubs()
+        while not stop_requested.wait(server.cfg.watchdog_poll_s):
+            reason = supervisor.check()
+            if reason is None:
+                continue
+            starting = True
+            try:
+                supervisor.restart(reason)
+            except KeyboardInterrupt:
+                return 0
+            except ServerError as e:
+                _log(f"reelserve serve: {e}")
                 return 1
+            starting = False
         print("stopping tritonserver ...", flush=True)
         server.stop()
         return 0
