@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.reelserve-installed
 REPO := model_repository
 
-.PHONY: help install export export-gpu gpu-check demo test test-all lint serve clean bench bench-client loadtest
+.PHONY: help install export export-gpu gpu-check soak demo test test-all lint serve clean bench bench-client loadtest
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ bench: export  ## reelserve vs a naive torch-eager HTTP server vs a no-op ensemb
 
 loadtest: export  ## open-loop Poisson load on a local server; report in loadtest-report/
 	$(VENV)/bin/reelserve loadtest --model-repository $(REPO) --out loadtest-report
+
+soak: export  ## bounded soak on loopback (3 min): throughput, errors, server RSS per window; fails if memory grows
+	$(PY) -m reelserve.loadtests.soak --model-repository $(REPO) --out soak-report
 
 bench-client: export  ## the client SDK's overhead per call vs raw tritonclient (prints a table)
 	$(PY) -m reelserve.loadtests.client_overhead --model-repository $(REPO)
