@@ -87,6 +87,7 @@ def step_specs(cfg: ReelserveConfig, target: str = "cpu") -> list[StepSpec]:
                 "max_video_bytes": str(v.max_video_bytes),
                 "max_decoded_frames": str(v.max_decoded_frames),
                 "max_source_pixels": str(v.max_source_pixels),
+                "max_decode_seconds": str(v.max_decode_seconds),
                 "max_tokens": str(t.max_tokens),
                 "max_text_bytes": str(t.max_text_bytes),
                 **({"pad_tokens_to": str(t.max_tokens)} if target == "gpu" else {}),

@@ -22,6 +22,7 @@ class VideoConfig:
     max_video_bytes: int = 64 * 1024 * 1024  # refuse larger containers outright
     max_decoded_frames: int = 3600  # 2 min at 30 fps: we never walk further into a stream
     max_source_pixels: int = 4096 * 4096  # decompression-bomb guard (width * height)
+    max_decode_seconds: float = 20.0  # wall-time cap on decoding one video (frames x pixels can still be slow)
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,7 @@ class Preprocess(Step):
             max_video_bytes=self.int_param("max_video_bytes", v.max_video_bytes),
             max_decoded_frames=self.int_param("max_decoded_frames", v.max_decoded_frames),
             max_source_pixels=self.int_param("max_source_pixels", v.max_source_pixels),
+            max_decode_seconds=float(self.parameters.get("max_decode_seconds", v.max_decode_seconds)),
         )
         text_cfg = TextConfig(
             max_tokens=self.int_param("max_tokens", t.max_tokens),

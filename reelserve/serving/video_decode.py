@@ -12,6 +12,7 @@ decodes) becomes `InvalidInputError("video", ...)`; no PyAV exception escapes.
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Iterator, Sequence
 
 import av
@@ -138,7 +139,9 @@ def _frames(container: av.container.InputContainer, stream: av.video.stream.Vide
         return
 
 
-def _decode_picked(data: bytes, picks: Sequence[int], cfg: VideoConfig) -> tuple[dict[int, np.ndarray], int]:
+def _decode_picked(
+    data: bytes, picks: Sequence[int], cfg: VideoConfig, deadline: float
+) -> tuple[dict[int, np.ndarray], int]:
     """Decode the whole stream once, converting only the frames at `picks`; -> (index -> frame, frames decoded)."""
     wanted = set(picks)
     picked: dict[int, np.ndarray] = {}
@@ -155,6 +158,8 @@ def _decode_picked(data: bytes, picks: Sequence[int], cfg: VideoConfig) -> tuple
             decoded += 1
             if decoded >= cfg.max_decoded_frames:
                 break  # never walk further into a stream
+            if time.monotonic() > deadline:
+                raise InvalidInputError(FIELD, f"decoding took over the limit of {cfg.max_decode_seconds:g} s; refused")
     finally:
         container.close()
     return picked, decoded
@@ -162,11 +167,12 @@ def _decode_picked(data: bytes, picks: Sequence[int], cfg: VideoConfig) -> tuple
 
 def _sample(data: bytes, cfg: VideoConfig) -> tuple[dict[int, np.ndarray], list[int]]:
     """-> (frame index -> square RGB, the sampled indices in order)."""
+    deadline = time.monotonic() + cfg.max_decode_seconds
     picks = sample_indices(_count_packets(data, cfg), cfg.num_frames)
-    picked, decoded = _decode_picked(data, picks, cfg)
+    picked, decoded = _decode_picked(data, picks, cfg, deadline)
     actual = sample_indices(decoded, cfg.num_frames)
     if actual != picks:  # packet count != frame count (corrupt packets, truncated tail): sample what decoded
-        picked, decoded = _decode_picked(data, actual, cfg)
+        picked, decoded = _decode_picked(data, actual, cfg, deadline)
         actual = [i for i in sample_indices(decoded, cfg.num_frames) if i in picked]
     if not actual:
         raise InvalidInputError(FIELD, "the video stream has no decodable frames")

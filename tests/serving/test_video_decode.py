@@ -198,3 +198,14 @@ def test_decode_videos_stacks() -> None:
     assert mask.sum(axis=1).tolist() == [3, 8]
     empty_frames, empty_mask = decode_videos([], CFG)
     assert empty_frames.shape == (0, 8, 32, 32, 3) and empty_mask.shape == (0, 8)
+
+
+def test_max_decode_seconds() -> None:
+    """A wall-time cap: frames x pixels under their own limits can still take long to decode."""
+    from dataclasses import replace
+
+    clip = render_clip(load_photo("coffee"), seconds=2, fps=12, size=(160, 160), motion="zoom")
+    with pytest.raises(InvalidInputError, match="over the limit of 0 s"):
+        decode_video(clip, replace(VideoConfig(), max_decode_seconds=0.0))
+    frames, mask = decode_video(clip, VideoConfig())
+    assert mask.all()
