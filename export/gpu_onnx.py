@@ -31,6 +31,8 @@ from onnxscript import opset18 as op
 
 from reelserve.kernels.custom_ops import as_custom_ops
 
+from .onnx_export import dynamo_program
+
 DOMAIN = "reelserve"
 PLUGIN_OPS = ("FusedAttention", "MaskedMeanPool")
 OPSET = 22  # the first opset with bf16 Conv (and TensorRT 10's parser reads it)
@@ -159,23 +161,18 @@ def export_gpu_onnx(
     dynamic_axes: Mapping[str, Mapping[int, str]],
 ) -> GpuGraphs:
     """torch -> ONNX with our kernels as `reelserve::*` nodes, in both forms (see module doc)."""
-    dynamic_shapes = tuple(  # positional: the wrapper's argument names need not be the tensor names
-        {axis: torch.export.Dim.DYNAMIC for axis in dynamic_axes.get(name, {})} for name in input_names
-    )
     with as_custom_ops(), torch.no_grad():
-        program = torch.onnx.export(
-            module.eval(),
+        program = dynamo_program(
+            module,
             args,
-            input_names=list(input_names),
-            output_names=list(output_names),
-            dynamic_shapes=dynamic_shapes,
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_axes=dynamic_axes,
             custom_translation_table=TRANSLATIONS,
             opset_version=OPSET,
-            dynamo=True,
             # TensorRT fuses on its own; the onnxscript optimizer would also fold bf16 weights into
             # fp32 initializers (measured on EfficientNet's Conv/BatchNorm), breaking a strongly typed graph.
             optimize=False,
-            verbose=False,
         )
     model = program.model_proto
     return GpuGraphs(plugin_graph(model), cpu_runnable_graph(model))

@@ -27,9 +27,9 @@ def custom_ops_enabled() -> bool:
 
 
 @contextlib.contextmanager
-def as_custom_ops() -> Iterator[None]:
+def as_custom_ops(enabled: bool = True) -> Iterator[None]:
     """Route `fused_attention` and `masked_mean_pool` through the custom ops while exporting."""
-    token = _ENABLED.set(True)
+    token = _ENABLED.set(enabled)
     try:
         yield
     finally:
@@ -43,7 +43,7 @@ def fused_attention_op(
     """`[B, H, L, D]` attention with an int32 `[B, Lk]` key mask; `scale <= 0` means 1/sqrt(D)."""
     from . import fused_attention
 
-    with _disabled():
+    with as_custom_ops(False):  # the op's own body runs the plain kernels
         return fused_attention(q, k, v, mask != 0, causal=causal, scale=scale if scale > 0 else None)
 
 
@@ -57,19 +57,10 @@ def masked_mean_pool_op(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """`[B, L, D]` with an int32 `[B, L]` mask -> `[B, D]`."""
     from . import masked_mean_pool
 
-    with _disabled():
+    with as_custom_ops(False):  # the op's own body runs the plain kernels
         return masked_mean_pool(x, mask != 0)
 
 
 @masked_mean_pool_op.register_fake
 def _(x, mask):
     return x.new_empty((x.shape[0], x.shape[2]))
-
-
-@contextlib.contextmanager
-def _disabled() -> Iterator[None]:
-    token = _ENABLED.set(False)
-    try:
-        yield
-    finally:
-        _ENABLED.reset(token)
