@@ -53,6 +53,15 @@ def _video_case(video: bytes, *names: str) -> Case:
     return Case(c.VIDEO_FEATURES, lambda: [_bytes("video", [video]), _bytes("text", [b"title"])], ("'video'", *names))
 
 
+def _no_decodable_frames() -> bytes:
+    """A real mp4 whose video stream is intact in the header but whose packets are all zeros."""
+    clip = bytearray(render_clip(load_photo("coffee")[:64, :64], seconds=0.5, fps=8, size=(64, 64), motion="still"))
+    at = clip.find(b"mdat")
+    size = int.from_bytes(clip[at - 4 : at], "big")
+    clip[at + 4 : at - 4 + size] = bytes(size - 8)
+    return bytes(clip)
+
+
 def _cases() -> dict[str, Case]:
     bad = malformed_videos()
     bomb = encode_frames([np.zeros((4112, 4112, 3), np.uint8)], fps=1)  # 4.6 KiB, 16.9 Mpx per frame
@@ -66,6 +75,7 @@ def _cases() -> dict[str, Case]:
         "truncated_mp4": _video_case(bad["truncated_mp4"]),
         "png_not_video": _video_case(bad["png_image"]),
         "audio_only_no_video_stream": _video_case(bad["audio_only"], "video stream"),
+        "zero_decodable_frames": _video_case(_no_decodable_frames(), "no decodable frames"),
         "decompression_bomb": _video_case(bomb, "4112x4112", str(V.max_source_pixels)),
         "too_many_frames": _video_case(long_video, str(V.max_decoded_frames)),
         "video_over_byte_cap": _video_case(b"\x00" * (V.max_video_bytes + 1), str(V.max_video_bytes)),
@@ -117,6 +127,12 @@ def test_bad_input_is_invalid_argument_naming_input_and_limit(tritonserver, name
     assert error.status() == "StatusCode.INVALID_ARGUMENT", (name, error.status(), error.message())
     for part in CASES[name].names:
         assert part in error.message(), (name, part, error.message())
+
+
+def test_a_one_frame_video_is_served(tritonserver) -> None:
+    one = render_clip(load_photo("coffee"), seconds=1 / 8, fps=8, size=(96, 96), motion="still")
+    result = _infer(tritonserver.grpc_url, c.VIDEO_FEATURES, [_bytes("video", [one]), _bytes("text", [b""])])
+    assert abs(float(np.linalg.norm(result.as_numpy(c.EMBEDDING.name)[0])) - 1) < 1e-4
 
 
 def test_text_over_the_token_limit_is_truncated_and_flagged_not_refused(tritonserver) -> None:
