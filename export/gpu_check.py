@@ -66,10 +66,12 @@ def batch_of(sample: tuple, batch: int, cfg=DEFAULT) -> tuple:
     return tuple(rows)
 
 
-def benchmark(out: Path, batches: tuple[int, ...], warmup: int, iters: int, log=print) -> list[dict]:
+def benchmark(
+    out: Path, cpu_repository: Path, batches: tuple[int, ...], warmup: int, iters: int, log=print
+) -> list[dict]:
     import torch
 
-    from reelserve.models.text_tower import load_minilm
+    from reelserve.models.text_towers import tower_spec
     from reelserve.models.vision_tower import load_efficientnet_lite0
 
     from .gpu import encoder_graphs
@@ -77,7 +79,8 @@ def benchmark(out: Path, batches: tuple[int, ...], warmup: int, iters: int, log=
     from .tensorrt_build import EngineRunner
 
     rows = []
-    for graph in encoder_graphs(DEFAULT, load_efficientnet_lite0(), load_minilm()):
+    text = tower_spec(DEFAULT.text.tower).load()
+    for graph in encoder_graphs(DEFAULT, load_efficientnet_lite0(), text, cpu_repository):
         eager = cast_module(graph.module, "fp16").cuda()
         try:
             compiled = torch.compile(cast_module(graph.module, "fp16").cuda())
@@ -149,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
             cos = min(r["min_cosine"] for r in entry["engine_parity"])
             print(f"engine {key:22s} built in {entry['engine']['seconds']:6.1f}s  parity min cosine {cos:.6f}")
     print(f"{'encoder':15s} {'batch':>5s}  {'system':20s} {'p50 ms':>9s} {'p90 ms':>9s} {'items/s':>10s}")
-    rows = benchmark(args.out, tuple(args.batch or (1, 8, 16)), args.warmup, args.iters)
+    rows = benchmark(args.out, args.cpu_repository, tuple(args.batch or (1, 8, 16)), args.warmup, args.iters)
     (args.out / "gpu-benchmark.json").write_text(json.dumps({"device": device, "rows": rows}, indent=1))
     print(f"wrote {args.out / 'gpu-benchmark.json'}")
     return 0

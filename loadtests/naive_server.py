@@ -52,16 +52,14 @@ class NaivePipeline:
     def __init__(self, model_repository: Path) -> None:
         import torch
 
-        from reelserve.export.build import load_fusion_heads, tokenizer_json
+        from reelserve.export.build import load_fusion_heads, served_text_tower
         from reelserve.models.pipeline import VideoFeaturesModel
-        from reelserve.models.text_tower import load_minilm
         from reelserve.models.vision_tower import load_efficientnet_lite0
-        from reelserve.serving.text_tokenize import TextTokenizer
 
         self.torch = torch
         heads, meta = load_fusion_heads(Path(model_repository) / c.FUSION_HEADS / "1")
-        self.model = VideoFeaturesModel(load_efficientnet_lite0(), load_minilm(), heads).eval()
-        self.tokenizer = TextTokenizer(tokenizer_json(), DEFAULT.text)
+        text, self.tokenizer = served_text_tower(model_repository, DEFAULT)
+        self.model = VideoFeaturesModel(load_efficientnet_lite0(), text, heads).eval()
         self.tag_names: list[str] = meta["tags"]
         self.labels: list[str] = meta.get("labels") or list(DEFAULT.heads.labels)
 

@@ -42,7 +42,7 @@ def plot(rows: list[dict], runs: list[RunResult], path: Path, slo_ms: float) -> 
             mine = [r for r in rows if r["target"] == target and r["mode"] == mode and r["ok"]]
             if not mine:
                 continue
-            load = (lambda r, m=mode: r["offered_rps"] if m == "open" else r["throughput_rps"])  # noqa: E731
+            load = lambda r, m=mode: r["offered_rps"] if m == "open" else r["throughput_rps"]  # noqa: E731
             mine = sorted(mine, key=load)  # ladders visit rates out of order
             x = [load(r) for r in mine]
             for q, style in (("p50", "--"), ("p99", "-")):

@@ -58,7 +58,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from reelserve.export.onnx_export import ExportError
 
     try:
-        report = export_cpu(args.out, DEFAULT, force=args.force, progress=not args.quiet)
+        cfg = replace(DEFAULT, text=replace(DEFAULT.text, tower=args.text_tower))
+        report = export_cpu(args.out, cfg, force=args.force, progress=not args.quiet)
     except ExportError as e:
         print(f"export failed: {e}", file=sys.stderr)
         return 1
@@ -84,8 +85,9 @@ def _export_gpu(args: argparse.Namespace) -> int:
         print("reelserve export --target gpu: give --out DIR (the CPU repository stays where it is)", file=sys.stderr)
         return 2
     try:
+        cfg = replace(DEFAULT, text=replace(DEFAULT.text, tower=args.text_tower))
         report = export_gpu(
-            args.out, DEFAULT, onnx_only=args.onnx_only, cpu_repository=args.cpu_repository, progress=not args.quiet
+            args.out, cfg, onnx_only=args.onnx_only, cpu_repository=args.cpu_repository, progress=not args.quiet
         )
     except (ExportError, EngineBuildError) as e:
         print(f"export failed: {e}", file=sys.stderr)
@@ -158,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="cpu: the model repository (default: %(default)s); gpu: a folder for ONNX, engines and the GPU repository",
     )
     p.add_argument("--force", action="store_true", help="cpu: rebuild even if the repository is up to date")
+    p.add_argument(
+        "--text-tower",
+        choices=["e5", "minilm"],
+        default=DEFAULT.text.tower,
+        help="e5: multilingual-e5-small, ~100 languages (default); minilm: all-MiniLM-L6-v2, English only",
+    )
     p.add_argument(
         "--onnx-only",
         action="store_true",

@@ -29,7 +29,8 @@ class VideoConfig:
 class TextConfig:
     """How `preprocess` tokenizes titles, captions and comments."""
 
-    max_tokens: int = 128  # incl. [CLS]/[SEP]; longer text is truncated
+    tower: str = "e5"  # `reelserve.models.text_towers`: "e5" (multilingual, default) or "minilm" (English only)
+    max_tokens: int = 128  # incl. the special tokens and the tower's prefix; longer text is truncated
     max_text_bytes: int = 64 * 1024  # refuse larger UTF-8 payloads
     # Pad token rows to at least this length (0: the request's longest text). The GPU target pads
     # to max_tokens so that every request has one shape and TensorRT's batcher can merge them.

@@ -72,7 +72,7 @@ class Preprocess(Step):
             max_text_bytes=self.int_param("max_text_bytes", t.max_text_bytes),
             pad_tokens_to=self.int_param("pad_tokens_to", t.pad_tokens_to),
         )
-        self.tokenizer = TextTokenizer(self.version_dir / "tokenizer.json", text_cfg)
+        self.tokenizer = TextTokenizer.from_folder(self.version_dir, text_cfg)
 
     def run_one(self, inputs: Mapping[str, np.ndarray | None]) -> Arrays:
         texts = _bytes_items(inputs.get(c.TEXT.name), c.TEXT.name)

@@ -1,12 +1,15 @@
 """UTF-8 text -> padded token ids for the text tower, with the request limits enforced.
 
 Uses the tower's own `tokenizer.json` (Hugging Face `tokenizers`, Rust), which `reelserve
-export` copies next to the `preprocess` step. Empty text is legal (a video may have no
-title): it yields an all-zero attention mask, which the heads read as "no text".
+export` writes next to the `preprocess` step with `text_tower.json` (the model card's prefix
+and a per-codepoint normalisation applied before the tokenizer). Empty text is legal (a video
+may have no title): it yields an all-zero attention mask, which the heads read as "no text".
 """
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,12 +35,38 @@ def decode_utf8(raw: bytes | str, max_bytes: int) -> str:
         raise InvalidInputError(FIELD, f"is not valid UTF-8 (bad byte at offset {e.start})") from None
 
 
+_SPACES = re.compile(" {2,}")
+
+
 class TextTokenizer:
-    def __init__(self, tokenizer_json: Path, cfg: TextConfig | None = None) -> None:
+    def __init__(
+        self,
+        tokenizer_json: Path,
+        cfg: TextConfig | None = None,
+        *,
+        prefix: str = "",
+        normalization: dict[int, str] | None = None,
+    ) -> None:
         self.cfg = cfg = cfg or TextConfig()
         self._tok = Tokenizer.from_file(str(tokenizer_json))
         self._tok.no_padding()
         self._tok.enable_truncation(max_length=cfg.max_tokens)
+        self.prefix = prefix
+        self.normalization = normalization or {}
+
+    @classmethod
+    def from_folder(cls, folder: Path, cfg: TextConfig | None = None) -> TextTokenizer:
+        """`tokenizer.json` + `text_tower.json` as `reelserve export` writes them (the latter optional)."""
+        folder = Path(folder)
+        meta_path = folder / "text_tower.json"
+        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
+        table = {int(k): v for k, v in meta.get("normalization", {}).items()}
+        return cls(folder / "tokenizer.json", cfg, prefix=meta.get("prefix", ""), normalization=table)
+
+    def _prepare(self, text: str) -> str:
+        if self.normalization:
+            text = _SPACES.sub(" ", text.translate(self.normalization))
+        return self.prefix + text
 
     def encode(self, texts: Sequence[bytes | str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """-> input_ids [B, L] int64, attention_mask [B, L] int64, truncated [B] bool.
@@ -49,7 +78,7 @@ class TextTokenizer:
         ids: list[list[int]] = []
         truncated = np.zeros(len(strings), dtype=bool)
         nonempty = [i for i, s in enumerate(strings) if s.strip()]
-        encodings = self._tok.encode_batch([strings[i] for i in nonempty]) if nonempty else []
+        encodings = self._tok.encode_batch([self._prepare(strings[i]) for i in nonempty]) if nonempty else []
         by_index = dict(zip(nonempty, encodings, strict=True))
         for i in range(len(strings)):
             enc = by_index.get(i)

@@ -68,9 +68,9 @@ def test_plugin_graph_is_valid_onnx_in_its_precision(gpu_out: Path, name: str, p
 
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_text_graph_has_one_attention_plugin_node_per_layer(gpu_out: Path, precision: str) -> None:
-    from reelserve.models.text_tower import BertConfig, minilm_dir
+    from reelserve.models.text_towers import tower_spec
 
-    layers = BertConfig.from_hf_json(minilm_dir() / "config.json").layers
+    layers = tower_spec(DEFAULT.text.tower).load().cfg.layers
     model = _graph(gpu_out, c.TEXT_ENCODER, precision)
     nodes = [n for n in model.graph.node if n.domain == "reelserve"]
     assert [n.op_type for n in nodes] == ["FusedAttention"] * layers

@@ -29,16 +29,15 @@ def clips() -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def reference(model_repository: Path):
     """The PyTorch pipeline with the exact heads (and tag names) the repository serves."""
-    from reelserve.export.build import load_fusion_heads, tokenizer_json
+    from reelserve.config import DEFAULT
+    from reelserve.export.build import load_fusion_heads, served_text_tower
     from reelserve.models.pipeline import VideoFeaturesModel
-    from reelserve.models.text_tower import load_minilm
     from reelserve.models.vision_tower import load_efficientnet_lite0
-    from reelserve.serving.text_tokenize import TextTokenizer
     from reelserve.serving.video_decode import decode_videos
 
     heads, meta = load_fusion_heads(model_repository / c.FUSION_HEADS / "1")
-    model = VideoFeaturesModel(load_efficientnet_lite0(), load_minilm(), heads).eval()
-    tokenizer = TextTokenizer(tokenizer_json())
+    text, tokenizer = served_text_tower(model_repository, DEFAULT)
+    model = VideoFeaturesModel(load_efficientnet_lite0(), text, heads).eval()
 
     def run(videos: list[bytes], texts: list[str]):
         frames, mask = decode_videos(videos)

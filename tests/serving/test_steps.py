@@ -169,6 +169,11 @@ def test_heads_text_features_path_equals_text_only(heads, preprocess, text_encod
     np.testing.assert_array_equal(got_none[c.SEMANTIC_IDS.name], want.semantic_ids.numpy())
 
 
+def _token_count(preprocess: s.Preprocess, text: str) -> int:
+    """What the served tower's own tokenizer gives (specials and the tower's prefix included)."""
+    return int(preprocess.tokenizer.encode([text])[1].sum())
+
+
 def test_text_features_empty_text_refused_alone(preprocess) -> None:
     """Without a video (text_features), empty text is refused by preprocess, before the fan-out."""
     results = preprocess.run(
@@ -179,7 +184,7 @@ def test_text_features_empty_text_refused_alone(preprocess) -> None:
     )
     assert isinstance(results[0], InvalidInputError), results[0]
     assert results[0].field == "text" and "empty" in results[0].message
-    assert _ok(results[1])[c.ATTENTION_MASK.name].sum() == 5
+    assert _ok(results[1])[c.ATTENTION_MASK.name].sum() == _token_count(preprocess, "a rocket launch")
 
 
 def test_video_features_allows_empty_title(preprocess, good_video) -> None:
@@ -244,4 +249,4 @@ def test_preprocess_bad_utf8_beside_good(preprocess) -> None:
         [{c.TEXT.name: np.array([[b"ok \xff"]], dtype=object)}, {c.TEXT.name: np.array([[b"a cat"]], dtype=object)}]
     )
     assert isinstance(results[0], InvalidInputError) and results[0].field == "text"
-    assert _ok(results[1])[c.ATTENTION_MASK.name].sum() == 4
+    assert _ok(results[1])[c.ATTENTION_MASK.name].sum() == _token_count(preprocess, "a cat")
