@@ -11,6 +11,9 @@ from reelserve import contract as c
 from reelserve.config import ReelserveConfig
 from reelserve.server import TritonServer, on_free_ports
 
+# Searches in three languages: each should find its video (and its label) in the shared space.
+TEXT_QUERIES = ("a kitten sleeping on the sofa", "一杯早上的咖啡", "un cohete despegando hacia el espacio")
+
 
 def percentile_ms(samples: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(samples) * 1000, q))
@@ -44,7 +47,7 @@ def run_demo(cfg: ReelserveConfig, *, rounds: int = 10, repository: Path | None 
                     t0 = time.perf_counter()
                     client.video_features([clip], [v.title])
                     latencies.append(time.perf_counter() - t0)
-            text = client.text_features(["a kitten sleeping on the sofa"])[0]
+            queries = client.text_features(list(TEXT_QUERIES))
 
     print()
     for v, f in zip(videos, features, strict=True):
@@ -60,9 +63,11 @@ def run_demo(cfg: ReelserveConfig, *, rounds: int = 10, repository: Path | None 
     print(" " * 17 + " ".join(f"{n:>8s}" for n in names))
     for v, row in zip(videos, sim, strict=True):
         print(f"{v.name:16s} " + " ".join(f"{x:8.2f}" for x in row))
-    nearest = videos[int(np.argmax(emb @ text.embedding))].name
-    top = max(text.label_scores, key=text.label_scores.get)
-    print(f'\ntext_features("a kitten sleeping on the sofa") -> top label {top!r}, nearest video {nearest}')
+    print()
+    for query, text in zip(TEXT_QUERIES, queries, strict=True):
+        nearest = videos[int(np.argmax(emb @ text.embedding))].name
+        top = max(text.label_scores, key=text.label_scores.get)
+        print(f"text_features({query!r}) -> top label {top!r}, nearest video {nearest}")
     print(
         f"\nvideo_features latency over {len(latencies)} sequential calls: "
         f"p50 {percentile_ms(latencies, 50):.1f} ms, p99 {percentile_ms(latencies, 99):.1f} ms"

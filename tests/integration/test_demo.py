@@ -24,3 +24,6 @@ def test_demo_prints_features_for_every_clip(model_repository, capsys) -> None:
     assert re.search(r"semantic IDs: \(\d+, \d+, \d+\)", out)
     assert "cosine similarity of embeddings" in out
     assert re.search(r"p50 [\d.]+ ms, p99 [\d.]+ ms", out)
+    if DEFAULT.text.tower == "e5":  # searches in Chinese and Spanish find their videos
+        assert "'一杯早上的咖啡') -> top label 'coffee', nearest video morning_coffee" in out, out
+        assert "nearest video rocket_launch" in out.split("un cohete despegando", 1)[1].splitlines()[0], out
