@@ -79,6 +79,7 @@ def parse_video(result, labels: list[str]) -> list[VideoFeatures]:
     tags, scores = result.as_numpy(c.TAGS.name), result.as_numpy(c.TAG_SCORES.name)
     label_scores, ids = result.as_numpy(c.LABEL_SCORES.name), result.as_numpy(c.SEMANTIC_IDS.name)
     truncated = result.as_numpy(c.TEXT_TRUNCATED.name)
+    printed = result.as_numpy(c.OCR_TEXT.name)
     return [
         VideoFeatures(
             embedding=emb[i].astype(np.float32),
@@ -87,6 +88,7 @@ def parse_video(result, labels: list[str]) -> list[VideoFeatures]:
             semantic_ids=tuple(int(x) for x in ids[i]),
             text_truncated=bool(truncated[i, 0]),
             model_version=version,
+            ocr_text=printed[i, 0].decode("utf-8"),
         )
         for i in range(emb.shape[0])
     ]

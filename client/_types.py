@@ -15,6 +15,7 @@ class VideoFeatures:
     semantic_ids: tuple[int, ...]  # one code per residual level, coarse to fine
     text_truncated: bool
     model_version: str
+    ocr_text: str = ""  # text printed on the frames (OCR), lines in reading order; "" when none
 
     @property
     def top_label(self) -> str:

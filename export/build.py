@@ -27,7 +27,7 @@ from reelserve import contract as c
 from reelserve.config import ReelserveConfig
 from reelserve.models.heads import FusionHeads
 from reelserve.models.text_tower import TextTower, minilm_dir
-from reelserve.models.text_towers import tower_spec
+from reelserve.models.text_towers import TOKENIZER_FILE, TOWER_FILE, tower_spec
 from reelserve.models.vision_tower import IMAGE_SIZE, load_efficientnet_lite0
 from reelserve.serving.steps import ort_session
 from reelserve.serving.text_tokenize import TextTokenizer
@@ -219,6 +219,8 @@ def export_cpu(
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.staging-", dir=root.parent))
     version_dirs = {d.parent.name: d for d in repository.write_repository(staging, cfg)}
     spec.write_tokenizer(version_dirs[c.PREPROCESS])
+    for name in (TOKENIZER_FILE, TOWER_FILE):  # ocr tokenizes too: the title with the printed text
+        shutil.copy(version_dirs[c.PREPROCESS] / name, version_dirs[c.OCR] / name)
     tokenizer = TextTokenizer.from_folder(version_dirs[c.PREPROCESS], cfg.text)
     done()
 

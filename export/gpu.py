@@ -33,7 +33,7 @@ from reelserve import __version__
 from reelserve import contract as c
 from reelserve.config import ReelserveConfig
 from reelserve.models.text_tower import TextTower
-from reelserve.models.text_towers import tower_spec
+from reelserve.models.text_towers import TOKENIZER_FILE, TOWER_FILE, tower_spec
 from reelserve.models.vision_tower import VisionTower, load_efficientnet_lite0
 
 from . import repository
@@ -246,7 +246,8 @@ def write_gpu_repository(root: Path, cfg: ReelserveConfig, cpu_repository: Path,
         shutil.rmtree(root)
     version_dirs = {d.parent.name: d for d in repository.write_repository(root, cfg, target="gpu")}
     for step, files in (
-        (c.PREPROCESS, ["tokenizer.json"]),
+        (c.PREPROCESS, [TOKENIZER_FILE, TOWER_FILE]),
+        (c.OCR, [TOKENIZER_FILE, TOWER_FILE]),
         (c.FUSION_HEADS, ["model.onnx", "heads.npz", "heads.json"]),
     ):
         for name in files:

@@ -71,15 +71,28 @@ def _ports(tensors: Iterable[c.Tensor], *, ragged: bool = False) -> list[Port]:
 def step_specs(cfg: ReelserveConfig, target: str = "cpu") -> list[StepSpec]:
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
-    b, v, t = cfg.batching, cfg.video, cfg.text
+    b, v, t, o = cfg.batching, cfg.video, cfg.text, cfg.ocr
     threads = {"ort_threads": str(b.ort_intra_op_threads)}
+    text_limits = {
+        "max_tokens": str(t.max_tokens),
+        "max_text_bytes": str(t.max_text_bytes),
+        **({"pad_tokens_to": str(t.max_tokens)} if target == "gpu" else {}),
+    }
     optional = lambda tensor: c.Tensor(tensor.name, tensor.dtype, tensor.dims, optional=True)  # noqa: E731
     cpu_batching = {"max_queue_delay_us": b.max_queue_delay_us, "preferred_batch_sizes": b.preferred_batch_sizes}
     specs = [
         StepSpec(
             c.PREPROCESS,
             _ports([c.VIDEO_OPTIONAL, c.TEXT]),
-            [c.FRAMES, c.FRAME_MASK, c.INPUT_IDS, c.ATTENTION_MASK, c.TEXT_TRUNCATED],
+            [
+                c.FRAMES,
+                c.FRAME_MASK,
+                c.TEXT_FRAMES,
+                c.TEXT_FRAME_SIZES,
+                c.INPUT_IDS,
+                c.ATTENTION_MASK,
+                c.TEXT_TRUNCATED,
+            ],
             b.preprocess_instances,
             {
                 "num_frames": str(v.num_frames),
@@ -88,9 +101,23 @@ def step_specs(cfg: ReelserveConfig, target: str = "cpu") -> list[StepSpec]:
                 "max_decoded_frames": str(v.max_decoded_frames),
                 "max_source_pixels": str(v.max_source_pixels),
                 "max_decode_seconds": str(v.max_decode_seconds),
-                "max_tokens": str(t.max_tokens),
-                "max_text_bytes": str(t.max_text_bytes),
-                **({"pad_tokens_to": str(t.max_tokens)} if target == "gpu" else {}),
+                "ocr_frames": str(o.frames),
+                "ocr_max_side": str(o.max_side),
+                **text_limits,
+            },
+            **cpu_batching,
+        ),
+        StepSpec(
+            c.OCR,
+            [Port(c.TEXT), *_ports([c.TEXT_FRAMES, c.TEXT_FRAME_SIZES], ragged=True)],
+            [c.OCR_TEXT, c.INPUT_IDS, c.ATTENTION_MASK],
+            b.encoder_instances,
+            {
+                "ocr_frames": str(o.frames),
+                "ocr_min_score": str(o.min_score),
+                "ocr_max_chars": str(o.max_chars),
+                "ort_threads": str(o.ort_threads),
+                **text_limits,
             },
             **cpu_batching,
         ),
@@ -113,7 +140,7 @@ def step_specs(cfg: ReelserveConfig, target: str = "cpu") -> list[StepSpec]:
         StepSpec(
             c.FUSION_HEADS,
             _ports([optional(c.FRAME_LOGITS), optional(c.FRAME_MASK), c.TOKEN_STATES, c.ATTENTION_MASK], ragged=True),
-            [c.EMBEDDING, c.TAGS, c.TAG_SCORES, c.LABEL_SCORES, c.SEMANTIC_IDS],
+            c.HEADS_OUTPUTS,
             b.encoder_instances,
             threads,
             **cpu_batching,
@@ -145,7 +172,13 @@ def _as_tensorrt(spec: StepSpec, cfg: ReelserveConfig) -> StepSpec:
 
 
 def ensemble_specs() -> list[EnsembleSpec]:
+    """`video_features`: preprocess -> (vision encoder || ocr -> text encoder) -> fusion + heads.
+
+    In `video_features` the text tower's tokens come from `ocr` (the title with the printed text),
+    so `preprocess`'s own tokens of the title are left unmapped; `text_features` uses them.
+    """
     tokens = [c.INPUT_IDS.name, c.ATTENTION_MASK.name]
+    text_frames = [c.TEXT_FRAMES.name, c.TEXT_FRAME_SIZES.name]
     text_encoder = (c.TEXT_ENCODER, tokens, [c.TOKEN_STATES.name])
     return [
         EnsembleSpec(
@@ -156,14 +189,15 @@ def ensemble_specs() -> list[EnsembleSpec]:
                 (
                     c.PREPROCESS,
                     [c.VIDEO.name, c.TEXT.name],
-                    [c.FRAMES.name, c.FRAME_MASK.name, *tokens, c.TEXT_TRUNCATED.name],
+                    [c.FRAMES.name, c.FRAME_MASK.name, *text_frames, c.TEXT_TRUNCATED.name],
                 ),
                 (c.VISION_ENCODER, [c.FRAMES.name, c.FRAME_MASK.name], [c.FRAME_LOGITS.name]),
+                (c.OCR, [c.TEXT.name, *text_frames], [c.OCR_TEXT.name, *tokens]),
                 text_encoder,
                 (
                     c.FUSION_HEADS,
                     [c.FRAME_LOGITS.name, c.FRAME_MASK.name, c.TOKEN_STATES.name, c.ATTENTION_MASK.name],
-                    [t.name for t in c.VIDEO_FEATURES_OUTPUTS],
+                    [t.name for t in c.HEADS_OUTPUTS],
                 ),
             ],
         ),

@@ -7,7 +7,7 @@ only the serving. Wire format: JSON, videos as base64.
 
     POST /video_features  {"video": "<base64 container bytes>", "text": "<title>"}
       -> {"embedding": [384 floats], "tags": [[name, score], ...], "label_scores": {label: score},
-          "semantic_ids": [a, b, c], "text_truncated": false}
+          "semantic_ids": [a, b, c], "ocr_text": "printed text", "text_truncated": false}
     POST /text_features   {"text": "..."} -> {"embedding": [...], "label_scores": {...}, "text_truncated": false}
     GET  /healthz         -> {"status": "ok"} (only once the models are loaded)
 
@@ -40,6 +40,7 @@ from reelserve import contract as c
 from reelserve.config import DEFAULT, cache_dir
 from reelserve.server import ServerError, file_tail, free_port, terminate_group
 from reelserve.serving.errors import InvalidInputError
+from reelserve.serving.text_tokenize import with_on_screen_text
 
 _STOP_GRACE_S = 5.0
 _POLL_S = 0.1
@@ -55,20 +56,26 @@ class NaivePipeline:
         from reelserve.export.build import load_fusion_heads, served_text_tower
         from reelserve.models.pipeline import VideoFeaturesModel
         from reelserve.models.vision_tower import load_efficientnet_lite0
+        from reelserve.serving.ocr import OnScreenTextReader
 
         self.torch = torch
+        o = DEFAULT.ocr
+        self.ocr = OnScreenTextReader(min_score=o.min_score, threads=o.ort_threads) if o.frames > 0 else None
         heads, meta = load_fusion_heads(Path(model_repository) / c.FUSION_HEADS / "1")
         text, self.tokenizer = served_text_tower(model_repository, DEFAULT)
         self.model = VideoFeaturesModel(load_efficientnet_lite0(), text, heads).eval()
         self.tag_names: list[str] = meta["tags"]
         self.labels: list[str] = meta.get("labels") or list(DEFAULT.heads.labels)
 
-    def _tokens(self, text: str):
+    def _tokens(self, text: str, on_screen: str | None = None):
+        """Token tensors of `text` (with the printed text after it, as the `ocr` step does) and its truncation flag."""
         try:
             text.encode("utf-8")
         except UnicodeEncodeError as e:  # JSON can carry lone surrogates
             raise InvalidInputError(c.TEXT.name, f"is not valid UTF-8 (bad character at offset {e.start})") from None
         ids, mask, truncated = self.tokenizer.encode([text])
+        if on_screen:
+            ids, mask, _ = self.tokenizer.encode_strings([with_on_screen_text(text, on_screen)])
         return self.torch.from_numpy(ids), self.torch.from_numpy(mask), bool(truncated[0])
 
     def _common(self, out, truncated: bool) -> dict[str, Any]:
@@ -79,16 +86,21 @@ class NaivePipeline:
         }
 
     def video_features(self, video: bytes, text: str) -> dict[str, Any]:
-        from reelserve.serving.video_decode import decode_videos
+        from reelserve.serving.video_decode import TextFrames, decode_clip
 
-        ids, mask, truncated = self._tokens(text)
-        frames, frame_mask = decode_videos([video], DEFAULT.video)
-        out = self.model(self.torch.from_numpy(frames), self.torch.from_numpy(frame_mask), ids, mask)
+        self._tokens(text)  # the title is refused before any decoding, as preprocess does
+        o = DEFAULT.ocr
+        clip = decode_clip(video, DEFAULT.video, TextFrames(o.frames, o.max_side))
+        printed = self.ocr.read_clip(clip.text_frames, o.max_chars) if self.ocr is not None else ""
+        ids, mask, truncated = self._tokens(text, printed)
+        frames, frame_mask = (self.torch.from_numpy(a[None]) for a in (clip.frames, clip.mask))
+        out = self.model(frames, frame_mask, ids, mask)
         tags = [[self.tag_names[int(i)], float(s)] for i, s in zip(out.tag_ids[0], out.tag_scores[0], strict=True)]
         return {
             **self._common(out, truncated),
             c.TAGS.name: tags,
             c.SEMANTIC_IDS.name: [int(x) for x in out.semantic_ids[0]],
+            c.OCR_TEXT.name: printed,
         }
 
     def text_features(self, text: str) -> dict[str, Any]:

@@ -31,6 +31,7 @@ HEADS_FILE = "noop_heads.json"  # the fusion step's output sizes, from the confi
 NUM_CLASSES = 1000  # EfficientNet-Lite0's ImageNet-1k logits
 HIDDEN = 384  # all-MiniLM-L6-v2's token states and the embedding
 TITLE_TOKENS = 12  # a short title: [CLS] + 10 word pieces + [SEP]
+TEXT_FRAME_HW = (640, 360)  # whole frames handed to OCR: a 360p portrait clip
 
 
 class _Rows:
@@ -72,6 +73,9 @@ class NoopPreprocess(Step):
         self.truncated = _Rows(np.zeros(1, np.bool_))
         self.frames = _Rows(np.zeros((t, s, s, 3), np.uint8))
         self.frame_mask = _Rows(np.ones(t, np.bool_))  # every frame real: the encoder's full share of bytes
+        n = max(1, self.int_param("ocr_frames", DEFAULT.ocr.frames))
+        self.text_frames = _Rows(np.zeros((n, *TEXT_FRAME_HW, 3), np.uint8))
+        self.text_frame_sizes = _Rows(np.array([TEXT_FRAME_HW] * n, np.int32))
 
     def run(self, requests: Sequence[Mapping[str, np.ndarray | None]]) -> list[Result]:
         results: list[Result] = []
@@ -85,6 +89,8 @@ class NoopPreprocess(Step):
             if inputs.get(c.VIDEO.name) is not None:  # video_features; text_features gets tokens only
                 out[c.FRAMES.name] = self.frames(rows)
                 out[c.FRAME_MASK.name] = self.frame_mask(rows)
+                out[c.TEXT_FRAMES.name] = self.text_frames(rows)
+                out[c.TEXT_FRAME_SIZES.name] = self.text_frame_sizes(rows)
             results.append(out)
         return results
 
@@ -103,6 +109,28 @@ class NoopVisionEncoder(Step):
             if frames not in self.logits:
                 self.logits[frames] = _Rows(np.zeros((frames, NUM_CLASSES), np.float32))
             results.append({c.FRAME_LOGITS.name: self.logits[frames](rows)})
+        return results
+
+
+class NoopOcr(Step):
+    """No printed text, and the title's tokens (as `NoopPreprocess` makes them) for the text encoder."""
+
+    def __init__(self, parameters: Mapping[str, str], version_dir: Path) -> None:
+        super().__init__(parameters, version_dir)
+        self.tokens = NoopPreprocess(parameters, version_dir)
+        self.ocr_text = _Rows(np.array([b""], dtype=object))
+
+    def run(self, requests: Sequence[Mapping[str, np.ndarray | None]]) -> list[Result]:
+        results: list[Result] = []
+        for r in requests:
+            rows = _rows_of(r, c.TEXT.name)
+            results.append(
+                {
+                    c.OCR_TEXT.name: self.ocr_text(rows),
+                    c.INPUT_IDS.name: self.tokens.input_ids(rows),
+                    c.ATTENTION_MASK.name: self.tokens.attention_mask(rows),
+                }
+            )
         return results
 
 
@@ -160,6 +188,7 @@ class NoopFusionHeads(Step):
 NOOP_STEPS: dict[str, type[Step]] = {
     c.PREPROCESS: NoopPreprocess,
     c.VISION_ENCODER: NoopVisionEncoder,
+    c.OCR: NoopOcr,
     c.TEXT_ENCODER: NoopTextEncoder,
     c.FUSION_HEADS: NoopFusionHeads,
 }

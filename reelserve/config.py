@@ -38,6 +38,22 @@ class TextConfig:
 
 
 @dataclass(frozen=True)
+class OcrConfig:
+    """The `ocr` step: printed words on a few frames (PP-OCR via `rapidocr-onnxruntime`).
+
+    OCR is the costliest thing per video on a CPU, so it reads at most `frames` of the T sampled
+    frames, spread over the clip, at source resolution capped to `max_side` (text too small at the
+    encoder's 224 px is misread; above ~960 px detection time grows with no gain on phone video).
+    """
+
+    frames: int = 2  # frames read per video (0 disables OCR: `ocr_text` is empty)
+    max_side: int = 960  # longer side of a frame handed to the detector, px (never upscaled)
+    min_score: float = 0.5  # recognised lines below this confidence are dropped
+    max_chars: int = 2000  # of recognised text kept per video (what the text tower can use is far less)
+    ort_threads: int = 0  # ONNX Runtime intra-op threads of the OCR models (0 = all cores)
+
+
+@dataclass(frozen=True)
 class HeadsConfig:
     """The fusion step and the three heads."""
 
@@ -49,14 +65,15 @@ class HeadsConfig:
     codebook_size: int = 256
     kmeans_iters: int = 25
     seed: int = 0
+    # Labels may be written in any language: the default tower embeds them all in one space.
     labels: tuple[str, ...] = (
         "a cat",
         "a dog",
         "coffee",
         "food and cooking",
         "outer space",
-        "a rocket launch",
-        "motorcycles",
+        "火箭发射",  # zh: a rocket launch
+        "motocicletas",  # es: motorcycles
         "cars",
         "sports",
         "music",
@@ -135,6 +152,7 @@ class ServerConfig:
 class ReelserveConfig:
     video: VideoConfig = field(default_factory=VideoConfig)
     text: TextConfig = field(default_factory=TextConfig)
+    ocr: OcrConfig = field(default_factory=OcrConfig)
     heads: HeadsConfig = field(default_factory=HeadsConfig)
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     gpu: GpuConfig = field(default_factory=GpuConfig)

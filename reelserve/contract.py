@@ -16,6 +16,7 @@ TEXT_FEATURES = "text_features"
 # Steps inside them.
 PREPROCESS = "preprocess"  # validates and decodes every input: the one step allowed to refuse a request
 VISION_ENCODER = "vision_encoder"
+OCR = "ocr"  # reads printed text on a few frames; tokenizes title + that text for the text tower
 TEXT_ENCODER = "text_encoder"
 FUSION_HEADS = "fusion_heads"
 
@@ -42,10 +43,13 @@ TAGS = Tensor("tags", "TYPE_STRING", (-1,))
 TAG_SCORES = Tensor("tag_scores", "TYPE_FP32", (-1,))
 LABEL_SCORES = Tensor("label_scores", "TYPE_FP32", (-1,))
 SEMANTIC_IDS = Tensor("semantic_ids", "TYPE_INT32", (-1,))
+OCR_TEXT = Tensor("ocr_text", "TYPE_STRING", (1,))  # printed text, lines in reading order; "" when none
 
 # Tensors between steps.
 FRAMES = Tensor("frames", "TYPE_UINT8", (-1, -1, -1, 3))  # [T, H, W, RGB]
 FRAME_MASK = Tensor("frame_mask", "TYPE_BOOL", (-1,))  # [T], True = real frame
+TEXT_FRAMES = Tensor("text_frames", "TYPE_UINT8", (-1, -1, -1, 3))  # [N, H, W, RGB] whole frames for OCR, zero-padded
+TEXT_FRAME_SIZES = Tensor("text_frame_sizes", "TYPE_INT32", (-1, 2))  # [N, (height, width)]; (0, 0) = no frame
 INPUT_IDS = Tensor("input_ids", "TYPE_INT64", (-1,))  # [L]
 ATTENTION_MASK = Tensor("attention_mask", "TYPE_INT64", (-1,))  # [L], 1 = real token
 TEXT_TRUNCATED = Tensor("text_truncated", "TYPE_BOOL", (1,))
@@ -54,6 +58,7 @@ TOKEN_STATES = Tensor("token_states", "TYPE_FP32", (-1, -1))  # [L, hidden]
 TAG_IDS = Tensor("tag_ids", "TYPE_INT64", (-1,))
 
 VIDEO_FEATURES_INPUTS = (VIDEO, TEXT)
-VIDEO_FEATURES_OUTPUTS = (EMBEDDING, TAGS, TAG_SCORES, LABEL_SCORES, SEMANTIC_IDS)
+HEADS_OUTPUTS = (EMBEDDING, TAGS, TAG_SCORES, LABEL_SCORES, SEMANTIC_IDS)
+VIDEO_FEATURES_OUTPUTS = (*HEADS_OUTPUTS, OCR_TEXT)
 TEXT_FEATURES_INPUTS = (TEXT,)
 TEXT_FEATURES_OUTPUTS = (EMBEDDING, LABEL_SCORES)

@@ -53,6 +53,7 @@ def run_demo(cfg: ReelserveConfig, *, rounds: int = 10, repository: Path | None 
     for v, f in zip(videos, features, strict=True):
         tags = ", ".join(f"{t} {s:.2f}" for t, s in f.tags[:3])
         print(f"{v.name:16s} {v.title}")
+        print(f"{'':16s} on-screen text: {' / '.join(f.ocr_text.splitlines()) or '(none)'}")
         print(f"{'':16s} tags: {tags}")
         print(f"{'':16s} zero-shot: {f.top_label} ({f.label_scores[f.top_label]:.2f})   semantic IDs: {f.semantic_ids}")
     print()

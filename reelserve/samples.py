@@ -2,16 +2,18 @@
 
 Demos, tests and load tests need video bytes that look like what users upload (portrait, a
 slow camera move, h264 or VP9) without shipping binary files or touching the network, so we
-render them from the photos that scikit-image bundles, with a Ken-Burns pan or zoom. The
-output is deterministic: the same arguments give the same bytes.
+render them from the photos that scikit-image bundles, with a Ken-Burns pan or zoom. A clip may
+carry a caption burned into its frames, as uploaders print titles and prices on theirs (what the
+`ocr` step reads). The output is deterministic: the same arguments give the same bytes.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
@@ -128,6 +130,41 @@ def ken_burns_frames(
     return frames
 
 
+def caption_font_path() -> Path:
+    """DejaVu Sans Bold, from the matplotlib wheel (a PyPI package: no system fonts needed)."""
+    import matplotlib
+
+    return Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans-Bold.ttf"
+
+
+def draw_caption(frames: Sequence[np.ndarray], caption: str, *, height_fraction: float = 0.055) -> list[np.ndarray]:
+    """Burn `caption` (lines split on newlines) into the lower third of every frame: white, black outline.
+
+    The letters are `height_fraction` of the frame height tall, about what apps use for titles.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    if not caption.strip():
+        return list(frames)
+    h, w = frames[0].shape[:2]
+    font = ImageFont.truetype(str(caption_font_path()), max(10, round(h * height_fraction)))
+    lines = [line for line in caption.splitlines() if line.strip()]
+    line_h = round(font.size * 1.35)
+    top = round(h * 0.68)
+    out = []
+    for frame in frames:
+        img = Image.fromarray(np.ascontiguousarray(frame))
+        draw = ImageDraw.Draw(img)
+        for i, line in enumerate(lines):
+            left = max(2, (w - draw.textlength(line, font=font)) / 2)
+            stroke = max(1, font.size // 12)
+            draw.text(
+                (left, top + i * line_h), line, font=font, fill=(255, 255, 255), stroke_width=stroke, stroke_fill=0
+            )
+        out.append(np.asarray(img))
+    return out
+
+
 def render_clip(
     image: np.ndarray,
     *,
@@ -137,14 +174,16 @@ def render_clip(
     motion: str = "zoom",
     codec: str = "h264",
     seed: int = 0,
+    caption: str = "",
 ) -> bytes:
     """A short video (mp4 for h264/mpeg4, webm for vp8/vp9) of one photo with a Ken-Burns move.
 
     `size` is (width, height); the default is portrait 9:16 like short-video apps. `seed` picks
-    where the camera drifts to.
+    where the camera drifts to; `caption` is text printed on every frame (`draw_caption`).
     """
     n = max(1, round(seconds * fps))
-    return encode_frames(ken_burns_frames(image, n=n, size=size, motion=motion, seed=seed), fps=fps, codec=codec)
+    frames = ken_burns_frames(image, n=n, size=size, motion=motion, seed=seed)
+    return encode_frames(draw_caption(frames, caption), fps=fps, codec=codec)
 
 
 def _stereo_left() -> np.ndarray:
@@ -174,29 +213,33 @@ def load_photo(name: str) -> np.ndarray:
 
 @dataclass(frozen=True)
 class SampleVideo:
-    """One demo clip: a bundled photo, a camera move, a codec and the title a user gave it."""
+    """One demo clip: a bundled photo, a camera move, a codec, the title a user gave it, printed text."""
 
     name: str
     title: str
     photo: str
     motion: str = "zoom"
     codec: str = "h264"
+    caption: str = ""  # burned into the frames ("" = none); lines split on newlines
 
     def render(self, **kwargs) -> bytes:
         """Container bytes; kwargs go to `render_clip` (seconds, fps, size, seed)."""
+        kwargs.setdefault("caption", self.caption)
         return render_clip(load_photo(self.photo), motion=self.motion, codec=self.codec, **kwargs)
 
 
 def demo_videos() -> list[SampleVideo]:
-    """Clips with multilingual titles, covering h264/mp4, mpeg4/mp4 and vp9/vp8 webm."""
+    """Clips with multilingual titles, some with printed text, covering h264/mp4, mpeg4/mp4 and vp9/vp8 webm."""
     return [
         SampleVideo("cat_nap", "My cat Chelsea taking a nap", "chelsea", "zoom", "h264"),
         SampleVideo("cat_window", "我家的猫在窗边晒太阳", "chelsea", "pan", "vp9"),
-        SampleVideo("morning_coffee", "Café de la mañana ☕", "coffee", "zoom", "h264"),
+        SampleVideo(
+            "morning_coffee", "Café de la mañana ☕", "coffee", "zoom", "h264", "FRESH COFFEE\nonly $3.50 today"
+        ),
         SampleVideo("astronaut", "Астронавт на орбите", "astronaut", "still", "mpeg4"),
-        SampleVideo("rocket_launch", "ロケット打ち上げの瞬間", "rocket", "zoom", "vp8"),
+        SampleVideo("rocket_launch", "ロケット打ち上げの瞬間", "rocket", "zoom", "vp8", "LAUNCH DAY"),
         SampleVideo("motorcycle_tour", "Motorrad-Tour am Wochenende", "motorcycle_left", "pan", "h264"),
-        SampleVideo("hubble", "Galáxias vistas pelo Hubble", "hubble_deep_field", "zoom", "vp9"),
+        SampleVideo("hubble", "Galáxias vistas pelo Hubble", "hubble_deep_field", "zoom", "vp9", "DEEP FIELD"),
     ]
 
 

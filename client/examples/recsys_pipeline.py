@@ -67,6 +67,7 @@ def feature_row(upload: Upload, f: VideoFeatures) -> dict:
         "semantic_ids": list(f.semantic_ids),
         "tags": [[tag, round(score, 4)] for tag, score in f.tags[:3]],
         "topic": f.top_label,
+        "on_screen_text": f.ocr_text,
         "text_truncated": f.text_truncated,
         "model_version": f.model_version,
     }

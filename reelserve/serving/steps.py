@@ -9,17 +9,20 @@ call, which is where dynamic batching pays.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from reelserve import contract as c
-from reelserve.config import TextConfig, VideoConfig
+from reelserve.config import OcrConfig, TextConfig, VideoConfig
 
 from .errors import InvalidInputError
-from .text_tokenize import TextTokenizer
-from .video_decode import decode_video
+from .text_tokenize import TextTokenizer, decode_utf8, with_on_screen_text
+from .video_decode import DecodedVideo, TextFrames, decode_clip
+
+log = logging.getLogger(__name__)
 
 Arrays = dict[str, np.ndarray]
 Result = Arrays | InvalidInputError
@@ -32,6 +35,15 @@ def _bytes_items(tensor: np.ndarray | None, field: str) -> list[bytes]:
     if tensor.ndim != 2 or tensor.shape[1] != 1:
         raise InvalidInputError(field, f"must have shape [batch, 1], got {list(tensor.shape)}")
     return [v if isinstance(v, bytes) else str(v).encode("utf-8") for v in tensor[:, 0]]
+
+
+def text_config(step: Step) -> TextConfig:
+    t = TextConfig()
+    return TextConfig(
+        max_tokens=step.int_param("max_tokens", t.max_tokens),
+        max_text_bytes=step.int_param("max_text_bytes", t.max_text_bytes),
+        pad_tokens_to=step.int_param("pad_tokens_to", t.pad_tokens_to),
+    )
 
 
 class Step:
@@ -58,7 +70,7 @@ class Preprocess(Step):
 
     def __init__(self, parameters: Mapping[str, str], version_dir: Path) -> None:
         super().__init__(parameters, version_dir)
-        v, t = VideoConfig(), TextConfig()
+        v = VideoConfig()
         self.video_cfg = VideoConfig(
             num_frames=self.int_param("num_frames", v.num_frames),
             image_size=self.int_param("image_size", v.image_size),
@@ -67,12 +79,11 @@ class Preprocess(Step):
             max_source_pixels=self.int_param("max_source_pixels", v.max_source_pixels),
             max_decode_seconds=float(self.parameters.get("max_decode_seconds", v.max_decode_seconds)),
         )
-        text_cfg = TextConfig(
-            max_tokens=self.int_param("max_tokens", t.max_tokens),
-            max_text_bytes=self.int_param("max_text_bytes", t.max_text_bytes),
-            pad_tokens_to=self.int_param("pad_tokens_to", t.pad_tokens_to),
+        o = OcrConfig()
+        self.text_frames = TextFrames(
+            self.int_param("ocr_frames", o.frames), self.int_param("ocr_max_side", o.max_side)
         )
-        self.tokenizer = TextTokenizer.from_folder(self.version_dir, text_cfg)
+        self.tokenizer = TextTokenizer.from_folder(self.version_dir, text_config(self))
 
     def run_one(self, inputs: Mapping[str, np.ndarray | None]) -> Arrays:
         texts = _bytes_items(inputs.get(c.TEXT.name), c.TEXT.name)
@@ -86,9 +97,10 @@ class Preprocess(Step):
         videos = _bytes_items(inputs[c.VIDEO.name], c.VIDEO.name)
         if len(videos) != len(texts):
             raise InvalidInputError(c.TEXT.name, f"has {len(texts)} items but 'video' has {len(videos)}")
-        decoded = [decode_video(v, self.video_cfg) for v in videos]
-        out[c.FRAMES.name] = np.stack([f for f, _ in decoded])
-        out[c.FRAME_MASK.name] = np.stack([m for _, m in decoded])
+        clips = [decode_clip(v, self.video_cfg, self.text_frames) for v in videos]
+        out[c.FRAMES.name] = np.stack([clip.frames for clip in clips])
+        out[c.FRAME_MASK.name] = np.stack([clip.mask for clip in clips])
+        out[c.TEXT_FRAMES.name], out[c.TEXT_FRAME_SIZES.name] = pack_text_frames(clips, self.text_frames.num)
         return out
 
     def run(self, requests: Sequence[Mapping[str, np.ndarray | None]]) -> list[Result]:
@@ -99,6 +111,28 @@ class Preprocess(Step):
             except InvalidInputError as e:
                 results.append(e)
         return results
+
+
+def pack_text_frames(clips: Sequence[DecodedVideo], num: int) -> tuple[np.ndarray, np.ndarray]:
+    """Whole frames of different sizes -> one zero-padded uint8 [B, N, H, W, 3] and their sizes int32 [B, N, 2].
+
+    N is at least 1 so that no tensor has a zero dimension (OCR off: one 1x1 slot of size (0, 0)).
+    """
+    kept = [clip.text_frames[:num] for clip in clips]
+    height = max([1, *(f.shape[0] for frames in kept for f in frames)])
+    width = max([1, *(f.shape[1] for frames in kept for f in frames)])
+    packed = np.zeros((len(clips), max(1, num), height, width, 3), np.uint8)
+    sizes = np.zeros((len(clips), max(1, num), 2), np.int32)
+    for b, frames in enumerate(kept):
+        for n, f in enumerate(frames):
+            packed[b, n, : f.shape[0], : f.shape[1]] = f
+            sizes[b, n] = f.shape[:2]
+    return packed, sizes
+
+
+def unpack_text_frames(frames: np.ndarray, sizes: np.ndarray) -> list[list[np.ndarray]]:
+    """The inverse of `pack_text_frames`: per item, its real frames cropped out of the padding."""
+    return [[frames[b, n, :h, :w] for n, (h, w) in enumerate(sizes[b]) if h and w] for b in range(len(frames))]
 
 
 def ort_session(path: Path, threads: int):
@@ -152,6 +186,55 @@ class VisionEncoder(Step):
             out[m] = logits[start : start + int(m.sum())]
             start += int(m.sum())
             results.append({c.FRAME_LOGITS.name: out})
+        return results
+
+
+class Ocr(Step):
+    """Reads the printed text on a video's whole frames and tokenizes it with the title for the text tower.
+
+    It runs beside the vision encoder, so like every step after `preprocess` it never refuses a
+    request: the title was validated there, and the frames are decoded RGB. An OCR failure (a bug,
+    not bad input) is logged with its traceback and that item gets no printed text.
+    """
+
+    def __init__(self, parameters: Mapping[str, str], version_dir: Path) -> None:
+        super().__init__(parameters, version_dir)
+        o = OcrConfig()
+        self.max_chars = self.int_param("ocr_max_chars", o.max_chars)
+        self.text_cfg = text_config(self)
+        self.tokenizer = TextTokenizer.from_folder(self.version_dir, self.text_cfg)
+        self.reader = None
+        if self.int_param("ocr_frames", o.frames) > 0:
+            from .ocr import OnScreenTextReader
+
+            min_score = float(self.parameters.get("ocr_min_score", o.min_score))
+            self.reader = OnScreenTextReader(min_score=min_score, threads=self.int_param("ort_threads", o.ort_threads))
+
+    def read(self, frames: Sequence[np.ndarray]) -> str:
+        if self.reader is None or not frames:
+            return ""
+        try:
+            return self.reader.read_clip(frames, self.max_chars)
+        except Exception:
+            log.exception("OCR failed on %d frame(s); the item gets no on-screen text", len(frames))
+            return ""
+
+    def run(self, requests: Sequence[Mapping[str, np.ndarray | None]]) -> list[Result]:
+        results: list[Result] = []
+        for r in requests:
+            titles = [decode_utf8(t, self.text_cfg.max_text_bytes) for t in _bytes_items(r[c.TEXT.name], c.TEXT.name)]
+            clips = unpack_text_frames(np.asarray(r[c.TEXT_FRAMES.name]), np.asarray(r[c.TEXT_FRAME_SIZES.name]))
+            printed = [self.read(frames) for frames in clips]
+            ids, mask, _ = self.tokenizer.encode_strings(
+                [with_on_screen_text(t, p) for t, p in zip(titles, printed, strict=True)]
+            )
+            results.append(
+                {
+                    c.OCR_TEXT.name: np.array([[p.encode("utf-8")] for p in printed], dtype=object),
+                    c.INPUT_IDS.name: ids,
+                    c.ATTENTION_MASK.name: mask,
+                }
+            )
         return results
 
 
@@ -234,6 +317,7 @@ class FusionHeads(Step):
 STEPS: dict[str, type[Step]] = {
     c.PREPROCESS: Preprocess,
     c.VISION_ENCODER: VisionEncoder,
+    c.OCR: Ocr,
     c.TEXT_ENCODER: TextEncoder,
     c.FUSION_HEADS: FusionHeads,
 }

@@ -74,7 +74,10 @@ class TextTokenizer:
         L is the longest text in this call (at least 1 and `pad_tokens_to`); texts beyond `max_tokens` are cut
         and flagged, never refused.
         """
-        strings = [decode_utf8(t, self.cfg.max_text_bytes) for t in texts]
+        return self.encode_strings([decode_utf8(t, self.cfg.max_text_bytes) for t in texts])
+
+    def encode_strings(self, strings: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`encode` for text that is already validated (a title plus what OCR read); never refuses."""
         ids: list[list[int]] = []
         truncated = np.zeros(len(strings), dtype=bool)
         nonempty = [i for i, s in enumerate(strings) if s.strip()]
@@ -91,3 +94,13 @@ class TextTokenizer:
             input_ids[i, : len(row)] = row
             attention_mask[i, : len(row)] = 1
         return input_ids, attention_mask, truncated
+
+
+def with_on_screen_text(title: str, on_screen: str) -> str:
+    """What the text tower reads for a video: the uploader's text first, then the printed text.
+
+    One sequence, so attention mixes both and one pooled vector carries both; the title goes first
+    so that truncation at `max_tokens` cuts the printed text, never the title.
+    """
+    title, on_screen = title.strip(), on_screen.strip()
+    return f"{title}\n{on_screen}" if title and on_screen else title or on_screen

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 
 import av
 import numpy as np
@@ -112,11 +113,23 @@ def _to_square(frame: av.VideoFrame, size: int, reformatter: av.video.reformatte
         frame, width=new_w, height=new_h, format="rgb24", interpolation="BILINEAR", src_color_range=frame.color_range
     ).to_ndarray()
     top, left = (new_h - size) // 2, (new_w - size) // 2
-    square = rgb[top : top + size, left : left + size]
-    quarter_turns = round(frame.rotation / 90) % 4  # display matrix: counter-clockwise degrees
-    if quarter_turns:
-        square = np.rot90(square, k=quarter_turns)
-    return np.ascontiguousarray(square)
+    return _upright(rgb[top : top + size, left : left + size], frame)
+
+
+def _upright(rgb: np.ndarray, frame: av.VideoFrame) -> np.ndarray:
+    """Undo phone rotation (the display matrix, counter-clockwise degrees)."""
+    quarter_turns = round(frame.rotation / 90) % 4
+    return np.ascontiguousarray(np.rot90(rgb, k=quarter_turns) if quarter_turns else rgb)
+
+
+def _whole(frame: av.VideoFrame, max_side: int, reformatter: av.video.reformatter.VideoReformatter) -> np.ndarray:
+    """The whole frame, upright, its longer side scaled down to `max_side` (never up): what OCR reads."""
+    scale = min(1.0, max_side / max(frame.width, frame.height))
+    width, height = max(1, round(frame.width * scale)), max(1, round(frame.height * scale))
+    rgb = reformatter.reformat(
+        frame, width=width, height=height, format="rgb24", interpolation="AREA", src_color_range=frame.color_range
+    ).to_ndarray()
+    return _upright(rgb, frame)
 
 
 def _frames(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> Iterator[av.VideoFrame]:
@@ -139,12 +152,23 @@ def _frames(container: av.container.InputContainer, stream: av.video.stream.Vide
         return
 
 
-def _decode_picked(
-    data: bytes, picks: Sequence[int], cfg: VideoConfig, deadline: float
-) -> tuple[dict[int, np.ndarray], int]:
-    """Decode the whole stream once, converting only the frames at `picks`; -> (index -> frame, frames decoded)."""
+@dataclass
+class _Picked:
+    squares: dict[int, np.ndarray] = field(default_factory=dict)  # frame index -> model frame
+    wholes: dict[int, np.ndarray] = field(default_factory=dict)  # frame index -> whole frame for OCR
+    decoded: int = 0
+
+
+def _text_slots(real: int, num: int) -> list[int]:
+    """Which of the `real` sampled frames OCR reads: `num` of them, spread over the clip."""
+    return sample_indices(real, num) if num > 0 else []
+
+
+def _decode_picked(data: bytes, picks: Sequence[int], cfg: VideoConfig, deadline: float, text: TextFrames) -> _Picked:
+    """Decode the whole stream once, converting only the frames at `picks` (and OCR's share of them)."""
     wanted = set(picks)
-    picked: dict[int, np.ndarray] = {}
+    wanted_whole = {picks[slot] for slot in _text_slots(len(picks), text.num)}
+    out = _Picked()
     decoded = 0
     reformatter = av.video.reformatter.VideoReformatter()
     container = _open(data)
@@ -154,33 +178,51 @@ def _decode_picked(
         for frame in _frames(container, stream):
             _check_pixels(frame.width, frame.height, cfg)
             if decoded in wanted:
-                picked[decoded] = _to_square(frame, cfg.image_size, reformatter)
+                out.squares[decoded] = _to_square(frame, cfg.image_size, reformatter)
+            if decoded in wanted_whole:
+                out.wholes[decoded] = _whole(frame, text.max_side, reformatter)
             decoded += 1
+            out.decoded = decoded
             if decoded >= cfg.max_decoded_frames:
                 break  # never walk further into a stream
             if time.monotonic() > deadline:
                 raise InvalidInputError(FIELD, f"decoding took over the limit of {cfg.max_decode_seconds:g} s; refused")
     finally:
         container.close()
-    return picked, decoded
+    return out
 
 
-def _sample(data: bytes, cfg: VideoConfig) -> tuple[dict[int, np.ndarray], list[int]]:
-    """-> (frame index -> square RGB, the sampled indices in order)."""
+def _sample(data: bytes, cfg: VideoConfig, text: TextFrames) -> tuple[_Picked, list[int]]:
+    """-> (the converted frames, the sampled indices in order)."""
     deadline = time.monotonic() + cfg.max_decode_seconds
     picks = sample_indices(_count_packets(data, cfg), cfg.num_frames)
-    picked, decoded = _decode_picked(data, picks, cfg, deadline)
-    actual = sample_indices(decoded, cfg.num_frames)
+    picked = _decode_picked(data, picks, cfg, deadline, text)
+    actual = sample_indices(picked.decoded, cfg.num_frames)
     if actual != picks:  # packet count != frame count (corrupt packets, truncated tail): sample what decoded
-        picked, decoded = _decode_picked(data, actual, cfg, deadline)
-        actual = [i for i in sample_indices(decoded, cfg.num_frames) if i in picked]
+        picked = _decode_picked(data, actual, cfg, deadline, text)
+        actual = [i for i in sample_indices(picked.decoded, cfg.num_frames) if i in picked.squares]
     if not actual:
         raise InvalidInputError(FIELD, "the video stream has no decodable frames")
     return picked, actual
 
 
-def decode_video(data: bytes, cfg: VideoConfig = DEFAULT_VIDEO) -> tuple[np.ndarray, np.ndarray]:
-    """-> frames uint8 [T, S, S, 3] RGB, mask bool [T] (True = real frame); T = cfg.num_frames, S = cfg.image_size.
+@dataclass(frozen=True)
+class TextFrames:
+    """Which whole frames to keep for OCR: `num` of the sampled ones, longer side at most `max_side` px."""
+
+    num: int = 0
+    max_side: int = 960
+
+
+@dataclass(frozen=True)
+class DecodedVideo:
+    frames: np.ndarray  # uint8 [T, S, S, 3] RGB, zero-padded past the clip's end
+    mask: np.ndarray  # bool [T], True = real frame
+    text_frames: list[np.ndarray]  # uint8 [H, W, 3] RGB whole frames for OCR, in clip order (sizes may differ)
+
+
+def decode_clip(data: bytes, cfg: VideoConfig = DEFAULT_VIDEO, text: TextFrames = TextFrames()) -> DecodedVideo:
+    """Sample `cfg.num_frames` model frames (and `text.num` whole frames among them) from container bytes.
 
     Clips with fewer than `num_frames` frames give all of them, in order, then zero padding
     with mask False.
@@ -194,7 +236,7 @@ def decode_video(data: bytes, cfg: VideoConfig = DEFAULT_VIDEO) -> tuple[np.ndar
         raise InvalidInputError(FIELD, f"{len(data)} bytes is over the limit of {cfg.max_video_bytes} bytes")
 
     try:
-        picked, actual = _sample(data, cfg)
+        picked, actual = _sample(data, cfg, text)
     except InvalidInputError:
         raise
     except Exception as exc:  # anything else PyAV raises on a hostile or broken upload
@@ -204,9 +246,16 @@ def decode_video(data: bytes, cfg: VideoConfig = DEFAULT_VIDEO) -> tuple[np.ndar
     frames = np.zeros((cfg.num_frames, size, size, 3), np.uint8)
     mask = np.zeros(cfg.num_frames, bool)
     for slot, index in enumerate(actual):
-        frames[slot] = picked[index]
+        frames[slot] = picked.squares[index]
         mask[slot] = True
-    return frames, mask
+    wholes = [picked.wholes.get(actual[slot]) for slot in _text_slots(len(actual), text.num)]
+    return DecodedVideo(frames, mask, [w for w in wholes if w is not None])
+
+
+def decode_video(data: bytes, cfg: VideoConfig = DEFAULT_VIDEO) -> tuple[np.ndarray, np.ndarray]:
+    """-> frames uint8 [T, S, S, 3] RGB, mask bool [T] (True = real frame); T = cfg.num_frames, S = cfg.image_size."""
+    clip = decode_clip(data, cfg)
+    return clip.frames, clip.mask
 
 
 def decode_videos(datas: Sequence[bytes], cfg: VideoConfig = DEFAULT_VIDEO) -> tuple[np.ndarray, np.ndarray]:

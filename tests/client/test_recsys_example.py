@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 EXAMPLE = REPO_ROOT / "client" / "examples" / "recsys_pipeline.py"
 CLIPS = (
     SampleVideo("cat", "my cat Chelsea", "chelsea"),
-    SampleVideo("coffee", "Café de la mañana", "coffee", codec="vp9"),
+    SampleVideo("coffee", "Café de la mañana", "coffee", codec="vp9", caption="ESPRESSO BAR"),
     SampleVideo("moto", "Motorrad-Tour", "motorcycle_left", "pan"),
 )
 
@@ -59,6 +59,7 @@ def test_recsys_pipeline_rows_and_quarantine(tmp_path: Path, tritonserver) -> No
         assert len(r["tags"]) == 3 and all(isinstance(t, str) and 0 <= s <= 1 for t, s in r["tags"])
         assert isinstance(r["topic"], str) and r["topic"]
         assert r["text_truncated"] is False and isinstance(r["model_version"], str)
+    assert [r["on_screen_text"].replace(" ", "") for r in rows] == ["", "ESPRESSOBAR", ""]  # only coffee prints
     assert rows[0]["topic"] == "a cat"
 
     quarantined = [line for line in run.stderr.splitlines() if line.startswith("quarantined ")]

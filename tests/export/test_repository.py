@@ -15,7 +15,7 @@ from reelserve.config import DEFAULT, ReelserveConfig
 from reelserve.export import repository
 from reelserve.export.repository import StepSpec, _inside, ensemble_specs, step_specs, write_repository
 
-STEPS = [c.PREPROCESS, c.VISION_ENCODER, c.TEXT_ENCODER, c.FUSION_HEADS]
+STEPS = [c.PREPROCESS, c.VISION_ENCODER, c.OCR, c.TEXT_ENCODER, c.FUSION_HEADS]
 ENSEMBLES = [c.VIDEO_FEATURES, c.TEXT_FEATURES]
 DTYPE = model_config_pb2.DataType
 
@@ -117,6 +117,32 @@ def test_ensemble_wiring(configs, ensemble: str) -> None:
     for out in cfg.output:
         assert out.name in produced_by, f"{ensemble}: output {out.name} is produced by no step"
         assert dtypes[out.name] == out.data_type, f"{ensemble}: output {out.name} dtype mismatch"
+
+
+def _producers(cfg: model_config_pb2.ModelConfig) -> dict[str, str]:
+    """Ensemble tensor -> the step that produces it."""
+    return {value: step.model_name for step in cfg.ensemble_scheduling.step for value in step.output_map.values()}
+
+
+def test_video_features_text_tower_reads_the_title_with_the_printed_text(configs) -> None:
+    """video_features: the text encoder reads `ocr`'s tokens (title + OCR text); text_features: preprocess's."""
+    video, text = _producers(configs[c.VIDEO_FEATURES]), _producers(configs[c.TEXT_FEATURES])
+    assert video[c.INPUT_IDS.name] == video[c.ATTENTION_MASK.name] == c.OCR
+    assert video[c.TEXT_FRAMES.name] == video[c.TEXT_FRAME_SIZES.name] == c.PREPROCESS
+    assert video[c.OCR_TEXT.name] == c.OCR and video[c.TEXT_TRUNCATED.name] == c.PREPROCESS
+    assert text[c.INPUT_IDS.name] == c.PREPROCESS and c.OCR not in text.values()
+    ocr = {i.name: i for i in configs[c.OCR].input}
+    assert ocr[c.TEXT_FRAMES.name].allow_ragged_batch and ocr[c.TEXT_FRAME_SIZES.name].allow_ragged_batch
+
+
+def test_ocr_config_flows_into_both_steps(tmp_path: Path) -> None:
+    cfg = replace(DEFAULT, ocr=replace(DEFAULT.ocr, frames=3, max_side=640, min_score=0.7, max_chars=99))
+    write_repository(tmp_path, cfg)
+    pre = {k: v.string_value for k, v in _parse(tmp_path / c.PREPROCESS / "config.pbtxt").parameters.items()}
+    ocr = {k: v.string_value for k, v in _parse(tmp_path / c.OCR / "config.pbtxt").parameters.items()}
+    assert (pre["ocr_frames"], pre["ocr_max_side"]) == ("3", "640")
+    assert (ocr["ocr_frames"], ocr["ocr_min_score"], ocr["ocr_max_chars"]) == ("3", "0.7", "99")
+    assert ocr["max_tokens"] == pre["max_tokens"] and ocr["max_text_bytes"] == pre["max_text_bytes"]
 
 
 def test_labels_parameter_round_trips(configs) -> None:

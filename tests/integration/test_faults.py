@@ -97,7 +97,15 @@ def _fault_under_load(server: TritonServer, supervisor: Supervisor, fault) -> Co
 def _all_ready(server: TritonServer) -> None:
     raw = grpcclient.InferenceServerClient(server.grpc_url)
     try:
-        models = [c.PREPROCESS, c.VISION_ENCODER, c.TEXT_ENCODER, c.FUSION_HEADS, c.VIDEO_FEATURES, c.TEXT_FEATURES]
+        models = [
+            c.PREPROCESS,
+            c.VISION_ENCODER,
+            c.OCR,
+            c.TEXT_ENCODER,
+            c.FUSION_HEADS,
+            c.VIDEO_FEATURES,
+            c.TEXT_FEATURES,
+        ]
         assert raw.is_server_ready() and all(raw.is_model_ready(m) for m in models)
     finally:
         raw.close()

@@ -166,7 +166,7 @@ def test_python_stub_uses_the_project_virtualenv(tritonserver) -> None:
     """Each step logs its interpreter and numpy at load time; they must be this virtualenv's."""
     log = tritonserver.log_path.read_text(errors="replace")
     lines = [line for line in log.splitlines() if "reelserve step" in line]
-    steps = {c.PREPROCESS, c.VISION_ENCODER, c.TEXT_ENCODER, c.FUSION_HEADS}
+    steps = {c.PREPROCESS, c.VISION_ENCODER, c.OCR, c.TEXT_ENCODER, c.FUSION_HEADS}
     assert {s for s in steps if any(f"step {s} ready" in line for line in lines)} == steps, lines
     site = str(Path(sys.prefix).resolve())
     for line in lines:

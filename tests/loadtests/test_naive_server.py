@@ -19,7 +19,7 @@ from reelserve.server import ServerError
 
 pytestmark = pytest.mark.integration
 
-CAT = SampleVideo("cat", "my cat", "chelsea", "zoom", "h264")
+CAT = SampleVideo("cat", "my cat", "chelsea", "zoom", "h264", caption="NAP TIME")
 TITLE = "My cat Chelsea taking a nap"
 
 
@@ -60,6 +60,7 @@ def test_video_features_equal_the_served_ensemble(naive: NaiveServer, client, cl
     assert list(got["label_scores"]) == list(served.label_scores)
     np.testing.assert_allclose(list(got["label_scores"].values()), list(served.label_scores.values()), atol=1e-3)
     assert got["text_truncated"] is False
+    assert got["ocr_text"] == served.ocr_text and "NAP" in served.ocr_text  # same OCR, same tokens after the title
 
 
 def test_text_features_equal_the_served_ensemble(naive: NaiveServer, client) -> None:

@@ -35,7 +35,7 @@ def test_same_configs_as_reelserve_only_model_py_differs(noop_repository: Path, 
     assert real == sorted(p.relative_to(noop_repository) for p in noop_repository.rglob("config.pbtxt"))
     for rel in real:
         assert (noop_repository / rel).read_text() == (tmp_path / rel).read_text(), rel
-    for step in (c.PREPROCESS, c.VISION_ENCODER, c.TEXT_ENCODER, c.FUSION_HEADS):
+    for step in (c.PREPROCESS, c.VISION_ENCODER, c.OCR, c.TEXT_ENCODER, c.FUSION_HEADS):
         assert "NoopStepModel as TritonPythonModel" in (noop_repository / step / "1" / "model.py").read_text()
     assert NoopStepModel.steps == NOOP_STEPS
 
@@ -56,6 +56,14 @@ def test_steps_produce_the_real_names_dtypes_and_shapes(noop_repository: Path) -
     assert pre[c.TEXT_TRUNCATED.name].shape == (2, 1) and not pre[c.TEXT_TRUNCATED.name].any()
     text_only = _run(c.PREPROCESS, Path("."), {c.VIDEO.name: None, c.TEXT.name: texts})
     assert set(text_only) == {c.INPUT_IDS.name, c.ATTENTION_MASK.name, c.TEXT_TRUNCATED.name}
+
+    n = DEFAULT.ocr.frames
+    assert pre[c.TEXT_FRAMES.name].shape == (2, n, 640, 360, 3) and pre[c.TEXT_FRAMES.name].dtype == np.uint8
+    assert pre[c.TEXT_FRAME_SIZES.name].tolist() == [[[640, 360]] * n] * 2
+    ocr = _run(c.OCR, Path("."), {c.TEXT.name: texts, **pre})
+    assert ocr[c.OCR_TEXT.name].tolist() == [[b""], [b""]]
+    np.testing.assert_array_equal(ocr[c.INPUT_IDS.name], ids)
+    np.testing.assert_array_equal(ocr[c.ATTENTION_MASK.name], mask)
 
     logits = _run(c.VISION_ENCODER, Path("."), pre)[c.FRAME_LOGITS.name]
     assert logits.shape == (2, 8, NUM_CLASSES) and logits.dtype == np.float32
@@ -82,7 +90,7 @@ def test_served_noop_floor_answers_like_reelserve(noop_repository: Path) -> None
             assert f.embedding.shape == (384,) and abs(float(np.linalg.norm(f.embedding)) - 1) < 1e-6
             assert len(f.tags) == 5 and len(f.semantic_ids) == 3
             assert list(f.label_scores) == list(DEFAULT.heads.labels)
-            assert f.text_truncated is False
+            assert f.text_truncated is False and f.ocr_text == ""
 
             batch = client.video_features([video] * 4, ["a", "b", "c", "d"])
             assert len(batch) == 4 and all(len(b.tags) == 5 and b.embedding.shape == (384,) for b in batch)

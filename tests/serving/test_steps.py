@@ -250,3 +250,107 @@ def test_preprocess_bad_utf8_beside_good(preprocess) -> None:
     )
     assert isinstance(results[0], InvalidInputError) and results[0].field == "text"
     assert _ok(results[1])[c.ATTENTION_MASK.name].sum() == _token_count(preprocess, "a cat")
+
+
+# --- ocr --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ocr(model_repository) -> s.Ocr:
+    return _step(model_repository, c.OCR, s.Ocr)
+
+
+def _captioned(photo: str, caption: str, size: tuple[int, int] = (288, 512)) -> bytes:
+    return render_clip(load_photo(photo), seconds=1.0, fps=8, size=size, caption=caption)
+
+
+def _ocr_request(preprocess: s.Preprocess, videos: list[bytes], titles: list[str]) -> dict[str, np.ndarray]:
+    """preprocess -> ocr exactly as the video_features ensemble wires them."""
+    out = _ok(
+        preprocess.run(
+            [
+                {
+                    c.VIDEO.name: np.array([[v] for v in videos], dtype=object),
+                    c.TEXT.name: np.array([[t.encode()] for t in titles], dtype=object),
+                }
+            ]
+        )[0]
+    )
+    return {
+        c.TEXT.name: np.array([[t.encode()] for t in titles], dtype=object),
+        c.TEXT_FRAMES.name: out[c.TEXT_FRAMES.name],
+        c.TEXT_FRAME_SIZES.name: out[c.TEXT_FRAME_SIZES.name],
+    }
+
+
+def test_pack_text_frames_round_trips_mixed_sizes() -> None:
+    from reelserve.serving.video_decode import DecodedVideo
+
+    rng = np.random.default_rng(0)
+    a = [rng.integers(0, 256, (40, 30, 3), dtype=np.uint8), rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)]
+    b = [rng.integers(0, 256, (20, 70, 3), dtype=np.uint8)]  # a short clip: one whole frame
+    clips = [DecodedVideo(np.zeros(0), np.zeros(0), fs) for fs in (a, b, [])]
+    packed, sizes = s.pack_text_frames(clips, 2)
+    assert packed.shape == (3, 2, 40, 70, 3) and sizes.dtype == np.int32
+    assert sizes.tolist() == [[[40, 30], [40, 30]], [[20, 70], [0, 0]], [[0, 0], [0, 0]]]
+    back = s.unpack_text_frames(packed, sizes)
+    assert [len(x) for x in back] == [2, 1, 0]
+    for got, want in zip([*back[0], *back[1]], [*a, *b], strict=True):
+        np.testing.assert_array_equal(got, want)
+    off, off_sizes = s.pack_text_frames(clips, 0)  # OCR off: one empty slot, no zero-sized dimension
+    assert off.shape == (3, 1, 1, 1, 3) and not off_sizes.any()
+
+
+def test_preprocess_hands_ocr_its_configured_frames(preprocess, ocr) -> None:
+    req = _ocr_request(
+        preprocess, [_captioned("coffee", "FRESH COFFEE"), _captioned("chelsea", "", (128, 96))], ["", ""]
+    )
+    frames, sizes = req[c.TEXT_FRAMES.name], req[c.TEXT_FRAME_SIZES.name]
+    assert frames.shape == (2, 2, 512, 288, 3) and frames.dtype == np.uint8
+    assert sizes.tolist() == [[[512, 288]] * 2, [[96, 128]] * 2]
+    assert preprocess.parameters["ocr_frames"] == ocr.parameters["ocr_frames"] == "2"
+
+
+def test_ocr_reads_printed_text_and_tokenizes_it_after_the_title(preprocess, ocr) -> None:
+    videos = [_captioned("coffee", "FRESH COFFEE\nonly $3.50 today"), _captioned("chelsea", "")]
+    titles = ["Café de la mañana", "my cat"]
+    out = _ok(ocr.run([_ocr_request(preprocess, videos, titles)])[0])
+    printed = [t.decode() for t in out[c.OCR_TEXT.name][:, 0]]
+    assert printed == ["FRESH COFFEE\nonly $3.50 today", ""]
+    want_ids, want_mask, _ = preprocess.tokenizer.encode(
+        ["Café de la mañana\nFRESH COFFEE\nonly $3.50 today".encode(), b"my cat"]
+    )
+    np.testing.assert_array_equal(out[c.INPUT_IDS.name], want_ids)
+    np.testing.assert_array_equal(out[c.ATTENTION_MASK.name], want_mask)
+
+
+def test_ocr_printed_text_alone_when_there_is_no_title(preprocess, ocr) -> None:
+    out = _ok(ocr.run([_ocr_request(preprocess, [_captioned("rocket", "LAUNCH DAY")], [""])])[0])
+    assert out[c.OCR_TEXT.name][0, 0] == b"LAUNCH DAY"
+    want_ids, _, _ = preprocess.tokenizer.encode([b"LAUNCH DAY"])
+    np.testing.assert_array_equal(out[c.INPUT_IDS.name], want_ids)
+
+
+def test_ocr_long_title_keeps_the_title_and_cuts_printed_text(preprocess, ocr) -> None:
+    title = " ".join(["word"] * 400)
+    out = _ok(ocr.run([_ocr_request(preprocess, [_captioned("coffee", "FRESH COFFEE")], [title])])[0])
+    title_ids, _, truncated = preprocess.tokenizer.encode([title.encode()])
+    assert truncated[0]
+    np.testing.assert_array_equal(out[c.INPUT_IDS.name], title_ids)  # the title's tokens, all of the budget
+
+
+def test_ocr_off_gives_empty_text_and_the_title_tokens(model_repository, preprocess) -> None:
+    cfg = text_format.Parse((model_repository / c.OCR / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    parameters = {k: v.string_value for k, v in cfg.parameters.items()} | {"ocr_frames": "0"}
+    off = s.Ocr(parameters, model_repository / c.OCR / "1")
+    out = _ok(off.run([_ocr_request(preprocess, [_captioned("coffee", "FRESH COFFEE")], ["my coffee"])])[0])
+    assert off.reader is None and out[c.OCR_TEXT.name][0, 0] == b""
+    np.testing.assert_array_equal(out[c.INPUT_IDS.name], preprocess.tokenizer.encode([b"my coffee"])[0])
+
+
+def test_ocr_failure_is_logged_and_never_refuses(ocr, preprocess, monkeypatch, caplog) -> None:
+    req = _ocr_request(preprocess, [_captioned("coffee", "FRESH COFFEE")], ["my coffee"])
+    monkeypatch.setattr(ocr.reader, "read", lambda frame: 1 / 0)
+    out = _ok(ocr.run([req])[0])
+    assert out[c.OCR_TEXT.name][0, 0] == b""
+    assert "OCR failed" in caplog.text and "ZeroDivisionError" in caplog.text

@@ -12,7 +12,7 @@ import pytest
 from reelserve.config import VideoConfig
 from reelserve.samples import encode_frames, load_photo, malformed_videos, render_clip
 from reelserve.serving.errors import InvalidInputError
-from reelserve.serving.video_decode import decode_video, decode_videos, sample_indices
+from reelserve.serving.video_decode import TextFrames, decode_clip, decode_video, decode_videos, sample_indices
 
 CFG = VideoConfig(num_frames=8, image_size=32)
 
@@ -209,3 +209,38 @@ def test_max_decode_seconds() -> None:
         decode_video(clip, replace(VideoConfig(), max_decode_seconds=0.0))
     frames, mask = decode_video(clip, VideoConfig())
     assert mask.all()
+
+
+# --- whole frames for OCR -----------------------------------------------------------------------
+
+
+def test_text_frames_are_spread_sampled_frames_at_source_size() -> None:
+    clip = decode_clip(ramp_clip(24, step=8), CFG, TextFrames(num=2, max_side=960))
+    assert [f.shape for f in clip.text_frames] == [(64, 96, 3)] * 2  # whole frame, not the 32 px square
+    got = [f.mean() for f in clip.text_frames]
+    model = brightness(clip.frames)
+    # OCR reads sampled slots 2 and 6 of 8 (segment centres), the same pictures the encoder sees
+    np.testing.assert_allclose(got, model[[2, 6]], atol=3)
+
+
+def test_text_frames_scaled_down_to_max_side_never_up() -> None:
+    clip = ramp_clip(4, size=(320, 180))
+    (big,) = decode_clip(clip, CFG, TextFrames(num=1, max_side=160)).text_frames
+    assert big.shape == (90, 160, 3)
+    (same,) = decode_clip(clip, CFG, TextFrames(num=1, max_side=4096)).text_frames
+    assert same.shape == (180, 320, 3)
+
+
+def test_text_frames_fewer_when_the_clip_is_short_none_when_off() -> None:
+    assert len(decode_clip(ramp_clip(1), CFG, TextFrames(num=3)).text_frames) == 1
+    assert decode_clip(ramp_clip(12), CFG, TextFrames(num=0)).text_frames == []
+    assert len(decode_clip(ramp_clip(12), CFG, TextFrames(num=20)).text_frames) == 8  # never more than sampled
+
+
+def test_text_frames_are_upright() -> None:
+    img = np.zeros((64, 96, 3), np.uint8)
+    img[:, :32] = (255, 255, 255)
+    rotated = _with_display_matrix(encode_frames([img] * 2), (0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 0x40000000))
+    (frame,) = decode_clip(rotated, VideoConfig(num_frames=1, image_size=48), TextFrames(num=1)).text_frames
+    assert frame.shape == (96, 64, 3)
+    np.testing.assert_allclose(frame.astype(float), np.rot90(img, k=-1), atol=8)

@@ -1,0 +1,37 @@
+"""The OCR benchmark's parts: the OCR-off twin of a repository, and per-frame rows that really read text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from reelserve import contract as c
+from reelserve.loadtests.ocr_bench import ocr_off_repository, per_frame
+
+
+def _parameters(path: Path) -> dict[str, str]:
+    cfg = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+    return {k: v.string_value for k, v in cfg.parameters.items()}
+
+
+def test_ocr_off_repository_changes_only_ocr_frames(model_repository: Path, tmp_path: Path) -> None:
+    off = ocr_off_repository(model_repository, tmp_path / "off")
+    for step in (c.PREPROCESS, c.OCR):
+        on_params, off_params = (_parameters(r / step / "config.pbtxt") for r in (model_repository, off))
+        assert on_params["ocr_frames"] != "0" and off_params["ocr_frames"] == "0"
+        assert {k: v for k, v in off_params.items() if k != "ocr_frames"} == {
+            k: v for k, v in on_params.items() if k != "ocr_frames"
+        }
+    onnx = off / c.TEXT_ENCODER / "1" / "model.onnx"
+    assert onnx.is_symlink() and onnx.resolve() == (model_repository / c.TEXT_ENCODER / "1" / "model.onnx").resolve()
+    vision = (off / c.VISION_ENCODER / "config.pbtxt").read_text()
+    assert vision == (model_repository / c.VISION_ENCODER / "config.pbtxt").read_text()
+
+
+def test_per_frame_rows_read_the_printed_lines() -> None:
+    rows = per_frame(repeats=1)
+    assert [(r["size"], r["text"]) for r in rows][:2] == [("288x512", True), ("288x512", False)]
+    assert all(r["lines"] == (2 if r["text"] else 0) for r in rows), rows
+    assert all(r["p90_ms"] >= r["p50_ms"] > 0 for r in rows)
