@@ -1,8 +1,9 @@
 """What on-screen text costs: OCR time per frame, and `video_features` latency with OCR on vs off.
 
 Per frame: the `ocr` step's reader (PP-OCRv4 through `rapidocr-onnxruntime`, our settings) on
-frames of the sizes uploads arrive in after `preprocess` caps them (longer side <= 960 px), with
-two printed lines and with none. Served: the same repository twice, as exported and with
+frames of the sizes it gets after `preprocess` caps them (longer side <= `OcrConfig.max_side`,
+640 by default; 960 shown for comparison), with two printed lines and with none, and whether it
+read both lines (spaces aside). Served: the same repository twice, as exported and with
 `ocr_frames` set to 0 in its configs (artifacts linked, not copied), sequential calls of the demo
 clips. Run: `python -m reelserve.loadtests.ocr_bench`.
 """
@@ -20,13 +21,28 @@ import numpy as np
 
 from reelserve.config import DEFAULT
 
-SIZES = ((288, 512), (360, 640), (540, 960))  # (width, height): the demo clips, 360p, a 720p/1080p upload capped
+# (width, height): the demo clips; any 9:16 upload of 360p or more capped at 640 (the default); capped at 960
+SIZES = ((288, 512), (360, 640), (540, 960))
 CAPTION = "FRESH COFFEE\nonly $3.50 today"
 
 
 def _ms(samples: list[float]) -> dict:
     ms = sorted(x * 1000 for x in samples)
     return {"p50_ms": statistics.median(ms), "p90_ms": ms[min(len(ms) - 1, int(0.9 * len(ms)))], "n": len(ms)}
+
+
+def _read_timed(reader, frame: np.ndarray, caption: str, repeats: int) -> dict:
+    """One warm-up read (ORT allocates on the first run of a shape), then `repeats` timed ones."""
+    from reelserve.serving.ocr import line_key
+
+    lines = reader.read(frame)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        reader.read(frame)
+        times.append(time.perf_counter() - start)
+    read = [line_key(x) for x in lines] == [line_key(x) for x in caption.splitlines()]
+    return {"lines": len(lines), "read": read, **_ms(times)}
 
 
 def per_frame(repeats: int = 20) -> list[dict]:
@@ -40,13 +56,32 @@ def per_frame(repeats: int = 20) -> list[dict]:
     for size in SIZES:
         for caption in (CAPTION, ""):
             (frame,) = draw_caption(ken_burns_frames(load_photo("coffee"), n=1, size=size), caption)
-            lines = reader.read(frame)  # warm-up (ORT allocates on the first run of a shape)
-            times = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                reader.read(frame)
-                times.append(time.perf_counter() - start)
-            rows.append({"size": f"{size[0]}x{size[1]}", "text": bool(caption), "lines": len(lines), **_ms(times)})
+            timed = _read_timed(reader, frame, caption, repeats)
+            rows.append({"size": f"{size[0]}x{size[1]}", "text": bool(caption), **timed})
+    return rows
+
+
+def max_side_sweep(
+    fractions: tuple[float, ...] = (0.015, 0.02, 0.03), sides: tuple[int, ...] = (480, 640, 960), repeats: int = 5
+) -> list[dict]:
+    """A 1080x1920 upload with a two-line caption of letters `fraction` of the frame height, capped at each side."""
+    import av
+
+    from reelserve.samples import draw_caption, ken_burns_frames, load_photo
+    from reelserve.serving.ocr import OnScreenTextReader
+
+    reader = OnScreenTextReader(min_score=DEFAULT.ocr.min_score, threads=DEFAULT.ocr.ort_threads)
+    base = ken_burns_frames(load_photo("coffee"), n=1, size=(1080, 1920))[0]
+    caption = "Best espresso in town\nopen daily 7am to 5pm"
+    rows = []
+    for fraction in fractions:
+        (frame,) = draw_caption([base], caption, height_fraction=fraction)
+        for side in sides:
+            scale = side / max(frame.shape[:2])
+            width, height = round(frame.shape[1] * scale), round(frame.shape[0] * scale)
+            small = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            small = small.reformat(width=width, height=height, interpolation="AREA").to_ndarray()
+            rows.append({"fraction": fraction, "side": side, **_read_timed(reader, small, caption, repeats)})
     return rows
 
 
@@ -98,10 +133,17 @@ def served(model_repository: Path, rounds: int = 6) -> dict[str, dict]:
 
 def run(model_repository: Path, *, repeats: int = 20, rounds: int = 6) -> list[str]:
     """Both measurements; -> printable table lines."""
-    lines = [f"{'OCR per frame (W x H)':24s} {'printed text':>13s} {'lines':>6s} {'p50 ms':>8s} {'p90 ms':>8s}"]
+    lines = [f"{'OCR per frame (W x H)':24s} {'printed text':>13s} {'read':>6s} {'p50 ms':>8s} {'p90 ms':>8s}"]
     for r in per_frame(repeats):
         text = "2 lines" if r["text"] else "none"
-        lines.append(f"{r['size']:24s} {text:>13s} {r['lines']:6d} {r['p50_ms']:8.1f} {r['p90_ms']:8.1f}")
+        read = "yes" if r["read"] else "NO"
+        lines.append(f"{r['size']:24s} {text:>13s} {read:>6s} {r['p50_ms']:8.1f} {r['p90_ms']:8.1f}")
+    lines.append("")
+    lines.append(f"{'1080x1920 caption, capped at':30s} {'letters':>8s} {'read':>6s} {'p50 ms':>8s}")
+    for r in max_side_sweep():
+        read = "yes" if r["read"] else "NO"
+        letters = f"{r['fraction'] * 100:.1f}%"
+        lines.append(f"{str(r['side']) + ' px':30s} {letters:>8s} {read:>6s} {r['p50_ms']:8.1f}")
     lines.append("")
     lines.append(f"{'video_features, sequential':30s} {'p50 ms':>8s} {'p99 ms':>8s}  (7 demo clips x {rounds})")
     for name, r in served(model_repository, rounds).items():

@@ -42,12 +42,13 @@ class OcrConfig:
     """The `ocr` step: printed words on a few frames (PP-OCR via `rapidocr-onnxruntime`).
 
     OCR is the costliest thing per video on a CPU, so it reads at most `frames` of the T sampled
-    frames, spread over the clip, at source resolution capped to `max_side` (text too small at the
-    encoder's 224 px is misread; above ~960 px detection time grows with no gain on phone video).
+    frames, spread over the clip, at source resolution capped to `max_side`: text is misread at
+    the encoder's 224 px, while at 640 px captions down to 1.5% of the frame height still read
+    and a frame costs about half of what it costs at 960 (docs/benchmarks.md).
     """
 
     frames: int = 2  # frames read per video (0 disables OCR: `ocr_text` is empty)
-    max_side: int = 960  # longer side of a frame handed to the detector, px (never upscaled)
+    max_side: int = 640  # longer side of a frame handed to the detector, px (never upscaled)
     min_score: float = 0.5  # recognised lines below this confidence are dropped
     max_chars: int = 2000  # of recognised text kept per video (what the text tower can use is far less)
     ort_threads: int = 0  # ONNX Runtime intra-op threads of the OCR models (0 = all cores)

@@ -57,7 +57,7 @@ class OnScreenTextReader:
         self.min_score = min_score
         self.engine = RapidOCR(
             det_limit_type="max",
-            det_limit_side_len=960,  # the package's floor for "max"; frames come to us already capped
+            det_limit_side_len=960,  # the package's floor for "max"; frames come to us capped lower
             text_score=min_score,
             use_cls=False,
         )

@@ -211,7 +211,7 @@ class TextFrames:
     """Which whole frames to keep for OCR: `num` of the sampled ones, longer side at most `max_side` px."""
 
     num: int = 0
-    max_side: int = 960
+    max_side: int = 640
 
 
 @dataclass(frozen=True)

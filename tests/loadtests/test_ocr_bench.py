@@ -33,5 +33,5 @@ def test_ocr_off_repository_changes_only_ocr_frames(model_repository: Path, tmp_
 def test_per_frame_rows_read_the_printed_lines() -> None:
     rows = per_frame(repeats=1)
     assert [(r["size"], r["text"]) for r in rows][:2] == [("288x512", True), ("288x512", False)]
-    assert all(r["lines"] == (2 if r["text"] else 0) for r in rows), rows
+    assert all(r["lines"] == (2 if r["text"] else 0) and r["read"] for r in rows), rows
     assert all(r["p90_ms"] >= r["p50_ms"] > 0 for r in rows)
