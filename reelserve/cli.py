@@ -48,6 +48,22 @@ def _config(args: argparse.Namespace) -> ReelserveConfig:
     return replace(DEFAULT, server=server)
 
 
+def export_config(args: argparse.Namespace) -> ReelserveConfig:
+    """The export's configuration: the defaults with the text tower and OCR frames asked for."""
+    return replace(
+        DEFAULT,
+        text=replace(DEFAULT.text, tower=args.text_tower),
+        ocr=replace(DEFAULT.ocr, frames=args.ocr_frames),
+    )
+
+
+def _non_negative(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {number}")
+    return number
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     if args.target == "gpu":
         return _export_gpu(args)
@@ -58,7 +74,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from reelserve.export.onnx_export import ExportError
 
     try:
-        cfg = replace(DEFAULT, text=replace(DEFAULT.text, tower=args.text_tower))
+        cfg = export_config(args)
         report = export_cpu(args.out, cfg, force=args.force, progress=not args.quiet)
     except ExportError as e:
         print(f"export failed: {e}", file=sys.stderr)
@@ -85,7 +101,7 @@ def _export_gpu(args: argparse.Namespace) -> int:
         print("reelserve export --target gpu: give --out DIR (the CPU repository stays where it is)", file=sys.stderr)
         return 2
     try:
-        cfg = replace(DEFAULT, text=replace(DEFAULT.text, tower=args.text_tower))
+        cfg = export_config(args)
         report = export_gpu(
             args.out, cfg, onnx_only=args.onnx_only, cpu_repository=args.cpu_repository, progress=not args.quiet
         )
@@ -165,6 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["e5", "minilm"],
         default=DEFAULT.text.tower,
         help="e5: multilingual-e5-small, ~100 languages (default); minilm: all-MiniLM-L6-v2, English only",
+    )
+    p.add_argument(
+        "--ocr-frames",
+        type=_non_negative,
+        default=DEFAULT.ocr.frames,
+        help="frames per video the ocr step reads for on-screen text (default %(default)s; 0 turns OCR off)",
     )
     p.add_argument(
         "--onnx-only",

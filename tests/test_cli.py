@@ -78,3 +78,14 @@ def test_gpu_check_refuses_without_a_gpu_and_says_why(tmp_path: Path) -> None:
     result = _cli("gpu-check", "--out", str(tmp_path))
     assert result.returncode == 2, result.stderr
     assert "cannot run here: no CUDA GPU" in result.stderr
+
+
+def test_export_ocr_frames_flag_reaches_the_config(capsys) -> None:
+    from reelserve.cli import build_parser, export_config
+
+    cfg = export_config(build_parser().parse_args(["export", "--ocr-frames", "1", "--text-tower", "minilm"]))
+    assert cfg.ocr.frames == 1 and cfg.text.tower == "minilm"
+    assert export_config(build_parser().parse_args(["export"])).ocr.frames == 2
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["export", "--ocr-frames", "-1"])
+    assert "--ocr-frames: must be 0 or more, got -1" in capsys.readouterr().err
