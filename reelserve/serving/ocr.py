@@ -61,9 +61,10 @@ class OnScreenTextReader:
             text_score=min_score,
             use_cls=False,
         )
-        det, rec = self.engine.text_det.infer, self.engine.text_rec.session
-        for runner in (det, rec):
-            runner.session = ort_session(runner.session._model_path, threads)
+        for runner in (self.engine.text_det.infer, self.engine.text_rec.session):
+            path = getattr(runner.session, "_model_path", None)  # ORT keeps the file it loaded
+            if path:  # else keep the package's session: slower when idle threads spin, same answers
+                runner.session = ort_session(path, threads)
 
     def read(self, rgb: np.ndarray) -> list[str]:
         """Lines printed on one RGB uint8 frame [H, W, 3], top to bottom; [] when it shows no text."""

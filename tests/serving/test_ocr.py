@@ -69,3 +69,9 @@ def test_recognition_skipped_on_a_frame_without_text(reader: OnScreenTextReader,
     assert calls == []
     reader.read(_frame("coffee", "FRESH COFFEE"))
     assert calls == [1]
+
+
+def test_sessions_are_ours_idle_threads_do_not_spin(reader: OnScreenTextReader) -> None:
+    for runner in (reader.engine.text_det.infer, reader.engine.text_rec.session):
+        config = runner.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+        assert config == "0", runner
