@@ -67,15 +67,12 @@ class NaivePipeline:
         self.tag_names: list[str] = meta["tags"]
         self.labels: list[str] = meta.get("labels") or list(DEFAULT.heads.labels)
 
-    def _tokens(self, text: str, on_screen: str | None = None):
-        """Token tensors of `text` (with the printed text after it, as the `ocr` step does) and its truncation flag."""
+    def _tokens(self, text: str):
         try:
             text.encode("utf-8")
         except UnicodeEncodeError as e:  # JSON can carry lone surrogates
             raise InvalidInputError(c.TEXT.name, f"is not valid UTF-8 (bad character at offset {e.start})") from None
         ids, mask, truncated = self.tokenizer.encode([text])
-        if on_screen:
-            ids, mask, _ = self.tokenizer.encode_strings([with_on_screen_text(text, on_screen)])
         return self.torch.from_numpy(ids), self.torch.from_numpy(mask), bool(truncated[0])
 
     def _common(self, out, truncated: bool) -> dict[str, Any]:
@@ -88,11 +85,14 @@ class NaivePipeline:
     def video_features(self, video: bytes, text: str) -> dict[str, Any]:
         from reelserve.serving.video_decode import TextFrames, decode_clip
 
-        self._tokens(text)  # the title is refused before any decoding, as preprocess does
+        ids, mask, truncated = self._tokens(text)  # the title is refused before any decoding, as preprocess does
         o = DEFAULT.ocr
         clip = decode_clip(video, DEFAULT.video, TextFrames(o.frames, o.max_side))
         printed = self.ocr.read_clip(clip.text_frames, o.max_chars) if self.ocr is not None else ""
-        ids, mask, truncated = self._tokens(text, printed)
+        if printed:  # what the `ocr` step hands the text tower; `text_truncated` stays the title's
+            ids, mask, _ = (
+                self.torch.from_numpy(a) for a in self.tokenizer.encode_strings([with_on_screen_text(text, printed)])
+            )
         frames, frame_mask = (self.torch.from_numpy(a[None]) for a in (clip.frames, clip.mask))
         out = self.model(frames, frame_mask, ids, mask)
         tags = [[self.tag_names[int(i)], float(s)] for i, s in zip(out.tag_ids[0], out.tag_scores[0], strict=True)]

@@ -58,6 +58,14 @@ def _rows_of(inputs: Mapping[str, np.ndarray | None], name: str) -> int:
     return 0 if tensor is None else int(tensor.shape[0])
 
 
+def _title_tokens(step: Step) -> tuple[_Rows, _Rows]:
+    """input_ids and attention_mask rows of a short title, as `preprocess` and `ocr` would tokenize it."""
+    length = max(2, min(TITLE_TOKENS, step.int_param("max_tokens", DEFAULT.text.max_tokens)))
+    ids = np.full(length, 1000, np.int64)
+    ids[0], ids[-1] = 101, 102  # [CLS] ... [SEP]
+    return _Rows(ids), _Rows(np.ones(length, np.int64))
+
+
 class NoopPreprocess(Step):
     """Frames and tokens of the real sizes; frames only when the request sent a video (text_features sends none)."""
 
@@ -65,11 +73,7 @@ class NoopPreprocess(Step):
         super().__init__(parameters, version_dir)
         t = self.int_param("num_frames", DEFAULT.video.num_frames)
         s = self.int_param("image_size", DEFAULT.video.image_size)
-        length = max(2, min(TITLE_TOKENS, self.int_param("max_tokens", DEFAULT.text.max_tokens)))
-        ids = np.full(length, 1000, np.int64)
-        ids[0], ids[-1] = 101, 102  # [CLS] ... [SEP]
-        self.input_ids = _Rows(ids)
-        self.attention_mask = _Rows(np.ones(length, np.int64))
+        self.input_ids, self.attention_mask = _title_tokens(self)
         self.truncated = _Rows(np.zeros(1, np.bool_))
         self.frames = _Rows(np.zeros((t, s, s, 3), np.uint8))
         self.frame_mask = _Rows(np.ones(t, np.bool_))  # every frame real: the encoder's full share of bytes
@@ -117,7 +121,7 @@ class NoopOcr(Step):
 
     def __init__(self, parameters: Mapping[str, str], version_dir: Path) -> None:
         super().__init__(parameters, version_dir)
-        self.tokens = NoopPreprocess(parameters, version_dir)
+        self.input_ids, self.attention_mask = _title_tokens(self)
         self.ocr_text = _Rows(np.array([b""], dtype=object))
 
     def run(self, requests: Sequence[Mapping[str, np.ndarray | None]]) -> list[Result]:
@@ -127,8 +131,8 @@ class NoopOcr(Step):
             results.append(
                 {
                     c.OCR_TEXT.name: self.ocr_text(rows),
-                    c.INPUT_IDS.name: self.tokens.input_ids(rows),
-                    c.ATTENTION_MASK.name: self.tokens.attention_mask(rows),
+                    c.INPUT_IDS.name: self.input_ids(rows),
+                    c.ATTENTION_MASK.name: self.attention_mask(rows),
                 }
             )
         return results

@@ -45,13 +45,18 @@ def _read_timed(reader, frame: np.ndarray, caption: str, repeats: int) -> dict:
     return {"lines": len(lines), "read": read, **_ms(times)}
 
 
-def per_frame(repeats: int = 20) -> list[dict]:
-    """OCR time of one frame, by frame size, with and without printed text."""
-    from reelserve.samples import draw_caption, ken_burns_frames, load_photo
+def _reader():
+    """The `ocr` step's reader with the default settings."""
     from reelserve.serving.ocr import OnScreenTextReader
 
-    o = DEFAULT.ocr
-    reader = OnScreenTextReader(min_score=o.min_score, threads=o.ort_threads)
+    return OnScreenTextReader(min_score=DEFAULT.ocr.min_score, threads=DEFAULT.ocr.ort_threads)
+
+
+def per_frame(repeats: int = 20, reader=None) -> list[dict]:
+    """OCR time of one frame, by frame size, with and without printed text."""
+    from reelserve.samples import draw_caption, ken_burns_frames, load_photo
+
+    reader = reader or _reader()
     rows = []
     for size in SIZES:
         for caption in (CAPTION, ""):
@@ -62,15 +67,17 @@ def per_frame(repeats: int = 20) -> list[dict]:
 
 
 def max_side_sweep(
-    fractions: tuple[float, ...] = (0.015, 0.02, 0.03), sides: tuple[int, ...] = (480, 640, 960), repeats: int = 5
+    fractions: tuple[float, ...] = (0.015, 0.02, 0.03),
+    sides: tuple[int, ...] = (480, 640, 960),
+    repeats: int = 5,
+    reader=None,
 ) -> list[dict]:
     """A 1080x1920 upload with a two-line caption of letters `fraction` of the frame height, capped at each side."""
     import av
 
     from reelserve.samples import draw_caption, ken_burns_frames, load_photo
-    from reelserve.serving.ocr import OnScreenTextReader
 
-    reader = OnScreenTextReader(min_score=DEFAULT.ocr.min_score, threads=DEFAULT.ocr.ort_threads)
+    reader = reader or _reader()
     base = ken_burns_frames(load_photo("coffee"), n=1, size=(1080, 1920))[0]
     caption = "Best espresso in town\nopen daily 7am to 5pm"
     rows = []
@@ -133,14 +140,15 @@ def served(model_repository: Path, rounds: int = 6) -> dict[str, dict]:
 
 def run(model_repository: Path, *, repeats: int = 20, rounds: int = 6) -> list[str]:
     """Both measurements; -> printable table lines."""
+    reader = _reader()
     lines = [f"{'OCR per frame (W x H)':24s} {'printed text':>13s} {'read':>6s} {'p50 ms':>8s} {'p90 ms':>8s}"]
-    for r in per_frame(repeats):
+    for r in per_frame(repeats, reader):
         text = "2 lines" if r["text"] else "none"
         read = "yes" if r["read"] else "NO"
         lines.append(f"{r['size']:24s} {text:>13s} {read:>6s} {r['p50_ms']:8.1f} {r['p90_ms']:8.1f}")
     lines.append("")
     lines.append(f"{'1080x1920 caption, capped at':30s} {'letters':>8s} {'read':>6s} {'p50 ms':>8s}")
-    for r in max_side_sweep():
+    for r in max_side_sweep(reader=reader):
         read = "yes" if r["read"] else "NO"
         letters = f"{r['fraction'] * 100:.1f}%"
         lines.append(f"{str(r['side']) + ' px':30s} {letters:>8s} {read:>6s} {r['p50_ms']:8.1f}")

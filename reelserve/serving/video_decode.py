@@ -169,7 +169,6 @@ def _decode_picked(data: bytes, picks: Sequence[int], cfg: VideoConfig, deadline
     wanted = set(picks)
     wanted_whole = {picks[slot] for slot in _text_slots(len(picks), text.num)}
     out = _Picked()
-    decoded = 0
     reformatter = av.video.reformatter.VideoReformatter()
     container = _open(data)
     try:
@@ -177,13 +176,12 @@ def _decode_picked(data: bytes, picks: Sequence[int], cfg: VideoConfig, deadline
         stream.thread_type = "SLICE"  # frame threading conceals corrupt packets differently run to run
         for frame in _frames(container, stream):
             _check_pixels(frame.width, frame.height, cfg)
-            if decoded in wanted:
-                out.squares[decoded] = _to_square(frame, cfg.image_size, reformatter)
-            if decoded in wanted_whole:
-                out.wholes[decoded] = _whole(frame, text.max_side, reformatter)
-            decoded += 1
-            out.decoded = decoded
-            if decoded >= cfg.max_decoded_frames:
+            if out.decoded in wanted:
+                out.squares[out.decoded] = _to_square(frame, cfg.image_size, reformatter)
+            if out.decoded in wanted_whole:
+                out.wholes[out.decoded] = _whole(frame, text.max_side, reformatter)
+            out.decoded += 1
+            if out.decoded >= cfg.max_decoded_frames:
                 break  # never walk further into a stream
             if time.monotonic() > deadline:
                 raise InvalidInputError(FIELD, f"decoding took over the limit of {cfg.max_decode_seconds:g} s; refused")
