@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 # this (or any difference in request counts) means the numbers do not describe the same requests.
 CONSISTENCY_TOLERANCE_MS = 5.0
 CONSISTENCY_TOLERANCE_FRACTION = 0.10
+SETTLE_S = 2.0  # longest wait for Triton's counters to count the answers we already have
 
 
 @dataclass(frozen=True)
@@ -83,12 +84,37 @@ async def run_plan(
                 )  # fmt: skip
         row = stats.summarize(run, slo_ms)
         if metrics_url:
-            after, quantiles = triton_metrics.scrape(metrics_url)
-            row["server"] = triton_metrics.step_breakdown(before, after, quantiles)
+            row["server"] = await _server_breakdown(metrics_url, before, client_ok(row))
             row["consistency"] = consistency(row)
         rows.append(row)
         runs.append(run)
     return rows, runs
+
+
+async def _server_breakdown(metrics_url: str, before, client: dict[str, int]) -> dict[str, dict[str, float]]:
+    """Triton's per-step counters over the run, read once it has counted every OK answer we received.
+
+    Triton bumps an ensemble's success counter a moment after the response is on its way, so a
+    scrape right after the last answer can miss that request. Re-read for up to SETTLE_S; what is
+    still missing then stays missing (and `consistency` says so).
+    """
+    deadline = time.monotonic() + SETTLE_S
+    while True:
+        server = triton_metrics.step_breakdown(before, *triton_metrics.scrape(metrics_url))
+        counted = all(server.get(m, {}).get("requests_ok", 0) >= ok for m, ok in client.items())
+        if counted or time.monotonic() > deadline:
+            return server
+        await asyncio.sleep(0.05)
+
+
+def client_ok(row: dict) -> dict[str, int]:
+    """OK answers the client received per ensemble (models with no requests of this run left out)."""
+    out = {}
+    for model in (c.VIDEO_FEATURES, c.TEXT_FEATURES):
+        kinds = [k for k, v in KINDS.items() if v.model == model and k in row["by_kind"]]
+        if kinds:
+            out[model] = sum(row["by_kind"][k]["ok"] for k in kinds)
+    return out
 
 
 def consistency(row: dict) -> dict[str, dict]:
@@ -100,12 +126,8 @@ def consistency(row: dict) -> dict[str, dict]:
     called the server during the run.
     """
     out = {}
-    for model in (c.VIDEO_FEATURES, c.TEXT_FEATURES):
-        kinds = [k for k, v in KINDS.items() if v.model == model and k in row["by_kind"]]
-        if not kinds:
-            continue
-        ok = sum(row["by_kind"][k]["ok"] for k in kinds)
-        mine = [row["by_kind"][k] for k in kinds]
+    for model, ok in client_ok(row).items():
+        mine = [row["by_kind"][k] for k, v in KINDS.items() if v.model == model and k in row["by_kind"]]
         weighted = [k["service_mean_ms"] * k["ok"] for k in mine if k["ok"]]
         client_mean = sum(weighted) / ok if ok else float("nan")
         server = row.get("server", {}).get(model, {})
