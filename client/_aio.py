@@ -11,7 +11,7 @@ import tritonclient.grpc.aio as aiogrpc
 from prometheus_client import CollectorRegistry
 from tritonclient.utils import InferenceServerException
 
-from reelserve import contract as c
+from reelserve.spec import contract as c
 
 from . import _protocol as p
 from ._call import SERVER_GRACE_S, Call, deadline_exceeded

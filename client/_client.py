@@ -13,7 +13,7 @@ import tritonclient.grpc as grpcclient
 from prometheus_client import CollectorRegistry
 from tritonclient.utils import InferenceServerException
 
-from reelserve import contract as c
+from reelserve.spec import contract as c
 
 from . import _protocol as p
 from ._call import SERVER_GRACE_S, Call, deadline_exceeded

@@ -19,7 +19,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from prometheus_client import CollectorRegistry
 
-from reelserve import contract as c
+from reelserve.spec import contract as c
 from reelserve.client import VideoFeaturesClient
 from reelserve.config import DEFAULT
 

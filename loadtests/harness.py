@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from reelserve import contract as c
+from reelserve.spec import contract as c
 from reelserve.config import DEFAULT
 
 from . import report, runner, stats, triton_metrics

@@ -36,7 +36,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from reelserve import contract as c
+from reelserve.spec import contract as c
 from reelserve.config import DEFAULT, cache_dir
 from reelserve.server import ServerError, file_tail, free_port, terminate_group
 from reelserve.serving.errors import InvalidInputError

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reelserve import contract as c
+from reelserve.spec import contract as c
 from reelserve.config import DEFAULT, ReelserveConfig
 from reelserve.serving.steps import Result, Step
 from reelserve.serving.triton_backend import StepModel

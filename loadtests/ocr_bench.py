@@ -108,7 +108,7 @@ def ocr_off_repository(src: Path, dst: Path) -> Path:
 
 def served(model_repository: Path, rounds: int = 6) -> dict[str, dict]:
     """Sequential `video_features` over the demo clips, OCR on (as exported) and off."""
-    from reelserve import contract as c
+    from reelserve.spec import contract as c
     from reelserve.client import VideoFeaturesClient
     from reelserve.samples import demo_videos
     from reelserve.server import TritonServer, on_free_ports

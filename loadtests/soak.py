@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from reelserve import contract as c
+from reelserve.spec import contract as c
 from reelserve.config import DEFAULT
 
 from . import runner, stats

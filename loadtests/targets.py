@@ -10,7 +10,7 @@ import asyncio
 import base64
 from typing import Protocol
 
-from reelserve import contract as c
+from reelserve.spec import contract as c
 from reelserve.client import AsyncVideoFeaturesClient, ReelserveError, RetryPolicy
 from reelserve.client._errors import status_label
 

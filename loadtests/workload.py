@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from reelserve import contract as c
+from reelserve.spec import contract as c
 
 
 @dataclass(frozen=True)

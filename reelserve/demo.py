@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reelserve import contract as c
+from reelserve.spec import contract as c
 from reelserve.config import ReelserveConfig
 from reelserve.server import TritonServer, on_free_ports
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from reelserve import contract as c
+from reelserve.spec import contract as c
 from reelserve.client import ChannelOptions, RetryPolicy, UnauthenticatedError, UnavailableError, VideoFeaturesClient
 from reelserve.config import DEFAULT
 from reelserve.server import TritonServer, on_free_ports

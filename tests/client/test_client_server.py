@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from reelserve import contract as c
+from reelserve.spec import contract as c
 from reelserve.client import (
     AsyncVideoFeaturesClient,
     DeadlineExceededError,

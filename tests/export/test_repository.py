@@ -10,7 +10,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from reelserve import contract as c
+from reelserve.spec import contract as c
 from reelserve.config import DEFAULT, ReelserveConfig
 from reelserve.export import repository
 from reelserve.export.repository import StepSpec, _inside, ensemble_specs, step_specs, write_repository

@@ -17,7 +17,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from reelserve import contract as c
+from reelserve.spec import contract as c
 from reelserve.client import UnauthenticatedError, VideoFeaturesClient
 from reelserve.config import DEFAULT
 from reelserve.server import ServerError, TritonServer, access_args, on_free_ports

@@ -18,7 +18,7 @@ from dataclasses import replace
 import pytest
 import tritonclient.grpc as grpcclient
 
-from reelserve import contract as c
+from reelserve.spec import contract as c
 from reelserve.client import ReelserveError, RetryPolicy, VideoFeaturesClient
 from reelserve.config import DEFAULT
 from reelserve.server import ServerError, TritonServer, on_free_ports

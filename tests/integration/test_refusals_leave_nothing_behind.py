@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from reelserve import contract as c
+from reelserve.spec import contract as c
 from reelserve.client import InvalidArgumentError, VideoFeaturesClient
 from reelserve.config import DEFAULT
 from reelserve.samples import SampleVideo, malformed_videos

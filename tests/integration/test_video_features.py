@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from reelserve import contract as c
+from reelserve.spec import contract as c
 from reelserve.client import InvalidArgumentError, VideoFeaturesClient
 from reelserve.samples import SampleVideo, demo_videos, load_photo, malformed_videos, render_clip
 

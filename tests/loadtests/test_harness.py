@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reelserve import contract as c
+from reelserve.spec import contract as c
 from reelserve.loadtests import harness, runner, stats, triton_metrics
 from reelserve.loadtests.workload import RequestMix, WorkItem, parse_mix, single_item_mix
 

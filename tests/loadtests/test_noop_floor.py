@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reelserve import contract as c
+from reelserve.spec import contract as c
 from reelserve.client import VideoFeaturesClient
 from reelserve.config import DEFAULT
 from reelserve.export.repository import write_repository

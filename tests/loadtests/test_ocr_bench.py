@@ -7,7 +7,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from reelserve import contract as c
+from reelserve.spec import contract as c
 from reelserve.loadtests.ocr_bench import ocr_off_repository, per_frame
 
 

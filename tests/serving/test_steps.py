@@ -11,7 +11,7 @@ import torch
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from reelserve import contract as c
+from reelserve.spec import contract as c
 from reelserve.samples import load_photo, malformed_videos, render_clip
 from reelserve.serving import steps as s
 from reelserve.serving.errors import InvalidInputError

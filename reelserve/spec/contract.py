@@ -55,10 +55,11 @@ ATTENTION_MASK = Tensor("attention_mask", "TYPE_INT64", (-1,))  # [L], 1 = real 
 TEXT_TRUNCATED = Tensor("text_truncated", "TYPE_BOOL", (1,))
 FRAME_LOGITS = Tensor("frame_logits", "TYPE_FP32", (-1, -1))  # [T, classes]
 TOKEN_STATES = Tensor("token_states", "TYPE_FP32", (-1, -1))  # [L, hidden]
-TAG_IDS = Tensor("tag_ids", "TYPE_INT64", (-1,))
+TAG_IDS = Tensor("tag_ids", "TYPE_INT64", (-1,))  # inside the heads graph; the step maps them to `tags`
+FUSION_HEADS_OUTPUTS = (EMBEDDING, TAGS, TAG_SCORES, LABEL_SCORES, SEMANTIC_IDS)  # what the fusion_heads step serves
 
+# Each ensemble's whole wire contract: every input a client sends, every output it gets back.
 VIDEO_FEATURES_INPUTS = (VIDEO, TEXT)
-HEADS_OUTPUTS = (EMBEDDING, TAGS, TAG_SCORES, LABEL_SCORES, SEMANTIC_IDS)
-VIDEO_FEATURES_OUTPUTS = (*HEADS_OUTPUTS, OCR_TEXT)
+VIDEO_FEATURES_OUTPUTS = (EMBEDDING, TAGS, TAG_SCORES, LABEL_SCORES, SEMANTIC_IDS, OCR_TEXT, TEXT_TRUNCATED)
 TEXT_FEATURES_INPUTS = (TEXT,)
-TEXT_FEATURES_OUTPUTS = (EMBEDDING, LABEL_SCORES)
+TEXT_FEATURES_OUTPUTS = (EMBEDDING, LABEL_SCORES, TEXT_TRUNCATED)

@@ -1,0 +1,1 @@
+"""Running the real tritonserver: its install, one process, access flags, supervision."""
