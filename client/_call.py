@@ -6,6 +6,7 @@ import logging
 import random
 import time
 from collections.abc import Iterator
+from typing import Literal
 
 from tritonclient.utils import InferenceServerException
 
@@ -36,15 +37,14 @@ class Call:
         if not deadline_s > 0:
             raise ValueError(f"deadline_s must be > 0, got {deadline_s}")
         self.model, self.url, self.deadline_s = model, url, deadline_s
-        self.metrics = metrics
+        self._metrics = metrics  # read only by `_record`
         self.start = time.monotonic()
         self.deadline = self.start + deadline_s
         self._backoffs = retry.backoffs(random.Random())
         self.attempt = 0
         self.next_sleep = 0.0
         self._finished = False
-        if metrics is not None:
-            metrics.in_flight.labels(model).inc()
+        self._record("start")
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
@@ -65,7 +65,7 @@ class Call:
         if error.retryable:
             backoff = next(self._backoffs, None)
             if backoff is not None and backoff < self.remaining():
-                self.metrics.retries.labels(self.model, status_label(error.status)).inc()
+                self._record("retry", error.status)
                 log.info("%s attempt %d: %s; retrying in %.3fs", self.model, self.attempt, error.status, backoff)
                 self.next_sleep = backoff
                 return
@@ -89,12 +89,22 @@ class Call:
         self._finish("CANCELLED" if type(exc).__name__ == "CancelledError" else "OTHER")
 
     def _finish(self, status: str) -> None:
-        if self._finished or self.metrics is None:
+        if not self._finished:
             self._finished = True
+            self._record("finish", status)
+
+    def _record(self, event: Literal["start", "retry", "finish"], status: str = "OK") -> None:
+        """The one place that touches metrics: a metadata read (`metrics=None`) records nothing."""
+        metrics = self._metrics
+        if metrics is None:
             return
-        self._finished = True
         label = status_label(status)
-        self.metrics.in_flight.labels(self.model).dec()
-        self.metrics.latency.labels(self.model, label.lower()).observe(time.monotonic() - self.start)
-        if status != "OK":
-            self.metrics.errors.labels(self.model, label).inc()
+        if event == "start":
+            metrics.in_flight.labels(self.model).inc()
+        elif event == "retry":
+            metrics.retries.labels(self.model, label).inc()
+        else:
+            metrics.in_flight.labels(self.model).dec()
+            metrics.latency.labels(self.model, label.lower()).observe(time.monotonic() - self.start)
+            if status != "OK":
+                metrics.errors.labels(self.model, label).inc()

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import random
+import socket
 
 import pytest
 from prometheus_client import CollectorRegistry
-from tritonclient.utils import deserialize_bytes_tensor
+from tritonclient.utils import InferenceServerException, deserialize_bytes_tensor
 
 from reelserve.client import (
+    AsyncVideoFeaturesClient,
     DeadlineExceededError,
     InvalidArgumentError,
+    ReelserveError,
     ResourceExhaustedError,
     RetryPolicy,
     ServerError,
@@ -19,6 +24,7 @@ from reelserve.client import (
     VideoFeaturesClient,
 )
 from reelserve.client import _protocol as p
+from reelserve.client._call import Call
 from reelserve.client._errors import STATUS_LABELS, from_status, status_label
 from reelserve.client._metrics import metrics_for
 
@@ -144,12 +150,119 @@ def test_two_clients_share_one_registry() -> None:
     second.close()
 
 
-def test_unreachable_server_is_unavailable_after_bounded_retries() -> None:
-    from reelserve.server import free_port
+def nothing_listening() -> str:
+    """A loopback address with no server: a port the OS just handed out and took back."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{sock.getsockname()[1]}"
 
+
+FAST_RETRY = RetryPolicy(max_attempts=3, initial_backoff_s=0.01, max_backoff_s=0.02)
+# The statuses the SDK retries, as README, `_retry.py` and the clients' docstrings name them.
+NOT_SERVING = ["StatusCode.UNAVAILABLE", "StatusCode.NOT_FOUND", "StatusCode.RESOURCE_EXHAUSTED"]
+
+
+def test_retried_statuses_are_exactly_the_documented_ones() -> None:
+    retried = [f"StatusCode.{name}" for name in STATUS_LABELS if from_status(name, "details").retryable]
+    assert sorted(retried) == sorted(NOT_SERVING)
+
+
+@pytest.mark.parametrize("metrics", ["counted", "uncounted"])
+@pytest.mark.parametrize("status", NOT_SERVING)
+def test_call_retries_alike_with_or_without_metrics(metrics: str, status: str) -> None:
+    """`metrics=None` (metadata reads) once crashed on the first retry with AttributeError."""
+    registry = CollectorRegistry()
+    sink = metrics_for(registry) if metrics == "counted" else None
+    call = Call("video_features", "127.0.0.1:1", 5.0, FAST_RETRY, sink)
+    error = InferenceServerException("not now", status=status)
+    attempts = call.attempts()
+    next(attempts)
+    for _ in range(FAST_RETRY.max_attempts - 1):
+        call.failed(error)  # retry: returns, sets the sleep
+        assert 0 <= call.next_sleep <= FAST_RETRY.max_backoff_s
+        next(attempts)
+    with pytest.raises(ReelserveError, match=r"3 attempt\(s\)") as info:
+        call.failed(error)
+    assert info.value.retryable and info.value.status == status.removeprefix("StatusCode.")
+    labels = {"model": "video_features", "status": info.value.status}
+    retries = registry.get_sample_value("reelserve_client_retries_total", labels)
+    errors = registry.get_sample_value("reelserve_client_errors_total", labels)
+    in_flight = registry.get_sample_value("reelserve_client_in_flight_requests", {"model": "video_features"})
+    if sink is None:  # metadata reads are not feature calls: nothing recorded
+        assert (retries, errors, in_flight) == (None, None, None)
+    else:
+        assert (retries, errors, in_flight) == (FAST_RETRY.max_attempts - 1, 1, 0)
+
+
+def test_uncounted_call_can_succeed_and_be_abandoned() -> None:
+    call = Call("video_features", "127.0.0.1:1", 5.0, FAST_RETRY, None)
+    call.failed(InferenceServerException("starting", status="StatusCode.UNAVAILABLE"))
+    assert call.done("config") == "config"
+    Call("video_features", "127.0.0.1:1", 5.0, FAST_RETRY, None).abandon(KeyboardInterrupt())
+
+
+class RetryLog(logging.Handler):
+    """The `reelserve.client` retry lines: proof that a metadata read retried (it has no metrics)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "retrying" in record.getMessage():
+            self.lines.append(record.getMessage())
+
+
+@pytest.fixture
+def retry_log(caplog):
+    caplog.set_level(logging.INFO, logger="reelserve.client")
+    handler = RetryLog()
+    logger = logging.getLogger("reelserve.client")
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)
+
+
+METADATA_CALLS = {
+    "label_names": lambda client: client.label_names(),
+    "max_batch_size": lambda client: client.max_batch_size(),
+    "video_features_batched": lambda client: client.video_features_batched([b"v1", b"v2"], ["a", "b"]),
+}
+
+
+@pytest.mark.parametrize("name", METADATA_CALLS)
+def test_metadata_reads_meet_bounded_retries_sync(name: str, retry_log: RetryLog) -> None:
+    registry = CollectorRegistry()
+    client = VideoFeaturesClient(nothing_listening(), registry=registry, retry=FAST_RETRY, deadline_s=5)
+    with client, pytest.raises(UnavailableError, match=r"3 attempt\(s\)") as info:
+        METADATA_CALLS[name](client)
+    assert info.value.status == "UNAVAILABLE" and "is `reelserve serve` running" in info.value.details
+    assert len(retry_log.lines) == FAST_RETRY.max_attempts - 1, retry_log.lines
+    # the config read failed before any feature call was sent: no feature call counted
+    assert (
+        registry.get_sample_value("reelserve_client_errors_total", {"model": "video_features", "status": "UNAVAILABLE"})
+        is None
+    )
+
+
+@pytest.mark.parametrize("name", METADATA_CALLS)
+def test_metadata_reads_meet_bounded_retries_async(name: str, retry_log: RetryLog) -> None:
+    async def run() -> UnavailableError:
+        async with AsyncVideoFeaturesClient(nothing_listening(), registry=CollectorRegistry(), retry=FAST_RETRY,
+                                            deadline_s=5) as client:  # fmt: skip
+            with pytest.raises(UnavailableError, match=r"3 attempt\(s\)") as info:
+                await METADATA_CALLS[name](client)
+            return info.value
+
+    error = asyncio.run(run())
+    assert error.status == "UNAVAILABLE" and "is `reelserve serve` running" in error.details
+    assert len(retry_log.lines) == FAST_RETRY.max_attempts - 1, retry_log.lines
+
+
+def test_unreachable_server_is_unavailable_after_bounded_retries() -> None:
     registry = CollectorRegistry()
     policy = RetryPolicy(max_attempts=3, initial_backoff_s=0.01, max_backoff_s=0.02)
-    with VideoFeaturesClient(f"127.0.0.1:{free_port()}", registry=registry, retry=policy, deadline_s=3) as client:
+    with VideoFeaturesClient(nothing_listening(), registry=registry, retry=policy, deadline_s=3) as client:
         assert not client.is_ready(timeout_s=0.5)
         with pytest.raises(UnavailableError, match=r"3 attempt\(s\)"):
             client.text_features(["x"])
