@@ -19,7 +19,10 @@ class InvalidArgumentError(ReelserveError):
 
 
 class UnavailableError(ReelserveError):
-    """The server cannot be reached, is starting or stopping; retried with backoff, then raised."""
+    """The server cannot be reached, is starting or stopping; retried with backoff, then raised.
+
+    `status` is UNAVAILABLE, or NOT_FOUND when Triton answered for a model still loading or unloading.
+    """
 
     retryable = True
 

@@ -1,8 +1,11 @@
 """Retries with exponential backoff and full jitter, inside one overall deadline.
 
 Feature extraction is a pure function of its inputs, so retrying a call the server never
-completed is safe; only statuses that say "not now" (UNAVAILABLE, RESOURCE_EXHAUSTED) are
-retried, never a wrong request.
+completed is safe; only statuses that say "not now" are retried, never a wrong request:
+UNAVAILABLE (unreachable, starting, stopping; not Triton's "protocol is restricted", which is an
+auth error), NOT_FOUND (Triton's answer for a model still loading or being unloaded) and
+RESOURCE_EXHAUSTED. Which statuses these are is decided in `_errors.py` (`retryable`); this
+module only spaces the attempts.
 """
 
 from __future__ import annotations
