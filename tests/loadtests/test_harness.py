@@ -4,15 +4,16 @@ numbers must agree with tritonserver's own counters."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from reelserve.spec import contract as c
 from reelserve.loadtests import harness, runner, stats, triton_metrics
 from reelserve.loadtests.workload import RequestMix, WorkItem, parse_mix, single_item_mix
+from reelserve.spec import contract as c
 
 ITEM = WorkItem("text", c.TEXT_FEATURES, texts=("hello",))
 
@@ -62,23 +63,47 @@ def test_open_loop_counts_queueing_from_the_intended_send_time() -> None:
         runner.open_loop(target, single_item_mix(ITEM), rate=40.0, duration_s=1.0, max_requests=100, process="constant")
     )
     row = stats.summarize(run, slo_ms=100.0)
-    assert row["sent"] == 40 and row["ok"] == 40
-    # request k is due at k * 25 ms and answered at (k + 1) * 50 ms: latency 50 + 25k ms, so the
-    # last one waits ~1 s; a closed-loop view of the same server would say 50 ms throughout
+    assert row["sent"] == len(runner.arrival_times(40.0, 1.0, 100, "constant")) == 40 and row["ok"] == 40
+    # request k is due at k * 25 ms and, the server being serial, answered no sooner than
+    # (k + 1) * 50 ms: latency >= 50 + 25k ms however fast the machine (a slower one only adds),
+    # so the last one waits >= 1025 ms; a closed-loop view of the same server would say 50 ms
     assert row["latency_ms"]["max"] > 950.0
     assert row["latency_ms"]["p50"] > 450.0
-    assert row["slo_attainment"] < 0.2
-    assert row["send_lag_p99_ms"] < 50.0  # the generator itself kept its schedule
+    assert row["slo_attainment"] < 0.2  # at most k = 0, 1, 2 can be within 100 ms: 3 / 40
+    # The generator kept its schedule instead of waiting for answers: when it sent the last
+    # request, the serial server could have answered at most ~20 (one per 50 ms in ~1 s), so a
+    # backlog was outstanding; a generator gated on answers would have at most one out.
+    last_send = max(s.sent_s for s in run.samples)
+    assert sum(s.done_s > last_send for s in run.samples) >= 10
+    # and its own lag is small beside the queueing it measured (an answer-gated one's is not)
+    assert row["send_lag_p99_ms"] < row["latency_ms"]["p50"] / 4
 
 
 def test_closed_loop_latency_is_service_time() -> None:
+    """One worker, 20 ms calls: back to back for the whole window, latency = each call's own time."""
+    service_s, duration_s = 0.02, 0.5
     run = asyncio.run(
-        runner.closed_loop(SerialTarget(0.02), single_item_mix(ITEM), concurrency=1, duration_s=0.5, max_requests=100)
+        runner.closed_loop(
+            SerialTarget(service_s), single_item_mix(ITEM), concurrency=1, duration_s=duration_s, max_requests=100
+        )
     )
     row = stats.summarize(run, slo_ms=100.0)
-    assert 15 <= row["sent"] <= 26
-    assert 19.0 <= row["latency_ms"]["p50"] < 40.0
-    assert 30.0 < row["throughput_rps"] <= 51.0
+    samples = run.samples
+    # each call takes >= 20 ms and none starts at or after the window's end: at most 26 fit
+    assert 1 <= row["sent"] <= duration_s / service_s + 1 and row["ok"] == row["sent"]
+    assert all(s.sent_s < duration_s for s in samples)
+    # latency counts from the send (no queueing in a closed loop), and calls never overlap
+    assert all(s.intended_s == s.sent_s for s in samples)
+    assert all(a.done_s <= b.sent_s for a, b in itertools.pairwise(samples))
+    assert row["latency_ms"]["p50"] >= 19.0
+    # the window ended the run (not max_requests), and one call was in flight nearly all of it:
+    # busy time / wall time, independent of how many calls a machine fits in the window
+    assert row["sent"] < 100 and run.wall_s >= duration_s
+    busy_s = sum(s.done_s - s.sent_s for s in samples)
+    assert busy_s / run.wall_s >= 0.9, (busy_s, run.wall_s)
+    # throughput is ok / (last answer); with calls >= 20 ms each back to back it cannot pass 50/s
+    assert row["throughput_rps"] == pytest.approx(row["ok"] / max(s.done_s for s in samples))
+    assert row["throughput_rps"] <= 1 / service_s + 1
 
 
 def test_requests_that_outlive_the_drain_are_reported_not_dropped() -> None:
@@ -89,15 +114,23 @@ def test_requests_that_outlive_the_drain_are_reported_not_dropped() -> None:
         )
     )  # fmt: skip
     row = stats.summarize(run, slo_ms=1000.0)
-    assert row["sent"] == 5
-    assert row["statuses"]["UNFINISHED"] >= 2 and sum(row["statuses"].values()) == 5
-    assert row["error_rate"] == pytest.approx(row["statuses"]["UNFINISHED"] / 5)
+    assert row["sent"] == len(runner.arrival_times(20.0, 0.25, 100, "constant")) == 5
+    unfinished = row["statuses"]["UNFINISHED"]
+    assert sum(row["statuses"].values()) == 5 and set(row["statuses"]) <= {"OK", "UNFINISHED"}
+    assert unfinished == sum(not np.isfinite(s.done_s) for s in run.samples)
+    # The drain timeout ended the run before the backlog could finish (5 serial calls need >= 1.5 s),
+    # and a serial 0.3 s server answers at most one call per 0.3 s of the run: whatever the
+    # machine's speed, the rest are reported UNFINISHED (>= 3 at the usual ~0.6 s wall time).
+    assert run.wall_s < 5 * 0.3
+    assert unfinished >= 5 - int(run.wall_s / 0.3) >= 1
+    assert row["error_rate"] == pytest.approx(unfinished / 5)
 
 
 def test_errors_count_against_slo_attainment() -> None:
+    # max_requests ends this run, never the (generous) window: 10 calls on any machine
     run = asyncio.run(
         runner.closed_loop(
-            SerialTarget(0.001, status="INTERNAL"), single_item_mix(ITEM), concurrency=1, duration_s=1.0,
+            SerialTarget(0.001, status="INTERNAL"), single_item_mix(ITEM), concurrency=1, duration_s=600.0,
             max_requests=10,
         )
     )  # fmt: skip
@@ -165,7 +198,12 @@ def test_loadtest_agrees_with_tritonserver_metrics(tritonserver, tmp_path: Path,
     assert harness.main(argv) == 0
     doc = json.loads((out / "report.json").read_text())
     (row,) = doc["runs"]
-    assert row["sent"] >= 4 and row["ok"] == row["sent"], row["statuses"]
+    if mode == "open":  # the seeded schedule fixes how many are sent, however fast the machine
+        plan = doc["meta"]["plan"]
+        assert row["sent"] == len(runner.arrival_times(4.0, 3.0, plan["max_requests"], "poisson", seed=plan["seed"]))
+    else:  # each of the 2 workers sends at least once and keeps sending until the 3 s window ends
+        assert row["sent"] >= 2 and row["wall_s"] >= 3.0
+    assert row["sent"] > 0 and row["ok"] == row["sent"], row["statuses"]
     assert set(row["server"]) >= {c.VIDEO_FEATURES, c.TEXT_FEATURES, c.PREPROCESS, c.VISION_ENCODER,
                                   c.TEXT_ENCODER, c.FUSION_HEADS}  # fmt: skip
     for model, check in row["consistency"].items():
