@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as stack:
         url = args.url
         if url is None:
-            from reelserve.server import TritonServer, on_free_ports
+            from reelserve.triton.ports import on_free_ports
+            from reelserve.triton.server import TritonServer
 
             cfg = on_free_ports(DEFAULT.server, args.model_repository)
             server = stack.enter_context(TritonServer(cfg))

@@ -24,23 +24,23 @@ import base64
 import binascii
 import json
 import os
-import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-import weakref
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from pydantic import BaseModel
 
-from reelserve.spec import contract as c
 from reelserve.config import DEFAULT, cache_dir
-from reelserve.server import ServerError, file_tail, free_port, terminate_group
 from reelserve.serving.errors import InvalidInputError
 from reelserve.serving.text_tokenize import with_on_screen_text
+from reelserve.spec import contract as c
+from reelserve.triton.errors import ServerStartError
+from reelserve.triton.ports import free_port
+from reelserve.triton.process import ChildProcess, file_tail
 
 _STOP_GRACE_S = 5.0
 _POLL_S = 0.1
@@ -53,7 +53,8 @@ class NaivePipeline:
     def __init__(self, model_repository: Path) -> None:
         import torch
 
-        from reelserve.export.build import load_fusion_heads, served_text_tower
+        from reelserve.export.cpu import served_text_tower
+        from reelserve.models.heads import load_fusion_heads
         from reelserve.models.pipeline import VideoFeaturesModel
         from reelserve.models.vision_tower import load_efficientnet_lite0
         from reelserve.serving.ocr import OnScreenTextReader
@@ -210,8 +211,9 @@ def main(argv: list[str] | None = None) -> int:
 class NaiveServer:
     """The naive server as a child process on a free loopback port; a context manager for tests and benches.
 
-    Its output goes to a log file (a pipe nobody reads would block it); the tail is quoted if it
-    dies or is not healthy within `ready_timeout_s`.
+    The same child-process lifecycle as tritonserver's (`reelserve.triton.process.ChildProcess`):
+    own session, output to a log file (a pipe nobody reads would block it), stopped with its
+    group. The log tail is quoted if it dies or is not healthy within `ready_timeout_s`.
     """
 
     def __init__(
@@ -228,8 +230,7 @@ class NaiveServer:
         self.port = port if port is not None else free_port(host)
         self.ready_timeout_s = ready_timeout_s
         self.log_path = Path(log_file) if log_file else cache_dir() / "logs" / f"naive-server-{self.port}.log"
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._finalizer: weakref.finalize | None = None
+        self._child: ChildProcess | None = None
 
     @property
     def url(self) -> str:
@@ -237,7 +238,7 @@ class NaiveServer:
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
+        return self._child.pid if self._child is not None else None
 
     def command(self) -> list[str]:
         return [
@@ -248,20 +249,16 @@ class NaiveServer:
 
     def start(self) -> NaiveServer:
         """Launch it and block until GET /healthz answers 200 (stopping it again if it never does)."""
-        if self._proc is not None and self._proc.poll() is None:
-            raise ServerError(f"naive server is already running (pid {self._proc.pid})")
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "wb") as log:
-            self._proc = subprocess.Popen(
-                self.command(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                start_new_session=True,  # a Ctrl-C in the terminal reaches only the driver, which stops us
-            )
-        # no orphan if nobody calls stop()
-        self._finalizer = weakref.finalize(self, terminate_group, self._proc, _STOP_GRACE_S)
+        if self._child is not None and self._child.is_running():
+            raise ServerStartError(f"naive server is already running (pid {self._child.pid})")
+        # Its own session: a Ctrl-C in the terminal reaches only the driver, which stops us; an
+        # orphan (nobody called stop()) gets the same SIGTERM grace as stop() gives.
+        self._child = ChildProcess(
+            self.command(),
+            self.log_path,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            orphan_grace_s=_STOP_GRACE_S,
+        )
         try:
             self._wait_healthy()
         except BaseException:
@@ -270,12 +267,13 @@ class NaiveServer:
         return self
 
     def _wait_healthy(self) -> None:
-        assert self._proc is not None
+        child = self._child
+        assert child is not None
         deadline = time.monotonic() + self.ready_timeout_s
         while True:
-            if self._proc.poll() is not None:
-                raise ServerError(
-                    f"naive server exited before it was ready (exit code {self._proc.returncode});"
+            if not child.is_running():
+                raise ServerStartError(
+                    f"naive server exited before it was ready (exit code {child.returncode});"
                     f" last lines of {self.log_path}:\n{self.log_tail()}"
                 )
             try:
@@ -285,7 +283,7 @@ class NaiveServer:
             except (urllib.error.URLError, OSError, ValueError):
                 pass
             if time.monotonic() > deadline:
-                raise ServerError(
+                raise ServerStartError(
                     f"naive server at {self.url} not healthy after {self.ready_timeout_s:.0f} s;"
                     f" last lines of {self.log_path}:\n{self.log_tail()}"
                 )
@@ -295,13 +293,10 @@ class NaiveServer:
         return file_tail(self.log_path, lines)
 
     def stop(self) -> int:
-        """SIGTERM, then SIGKILL after a few seconds; idempotent; returns the exit status."""
-        if self._proc is None:
+        """SIGTERM, then SIGKILL (of its group) after a few seconds; idempotent; returns the exit status."""
+        if self._child is None:
             return 0
-        terminate_group(self._proc, _STOP_GRACE_S)
-        if self._finalizer is not None:
-            self._finalizer.detach()
-        return int(self._proc.returncode)
+        return self._child.stop(_STOP_GRACE_S)
 
     def __enter__(self) -> NaiveServer:
         return self.start()

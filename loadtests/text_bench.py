@@ -74,7 +74,8 @@ def run(model_repository: Path, *, batch: int = 16, callers: int = 2, seconds: f
 
     from reelserve.spec import contract as c
     from reelserve.client import VideoFeaturesClient
-    from reelserve.server import TritonServer, on_free_ports
+    from reelserve.triton.ports import on_free_ports
+    from reelserve.triton.server import TritonServer
 
     texts = comments(4096)
     rows = {}

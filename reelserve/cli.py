@@ -70,8 +70,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.onnx_only:
         print("reelserve export: --onnx-only applies to --target gpu", file=sys.stderr)
         return 2
-    from reelserve.export.build import export_cpu
-    from reelserve.export.onnx_export import ExportError
+    from reelserve.export.cpu import export_cpu
+    from reelserve.export.parity import ExportError
 
     try:
         cfg = export_config(args)
@@ -93,9 +93,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _export_gpu(args: argparse.Namespace) -> int:
-    from reelserve.export.gpu import export_gpu
-    from reelserve.export.onnx_export import ExportError
-    from reelserve.export.tensorrt_build import EngineBuildError
+    from reelserve.export.gpu.target import export_gpu
+    from reelserve.export.parity import ExportError
+    from reelserve.export.gpu.engines import EngineBuildError
 
     if args.out == DEFAULT.server.model_repository:
         print("reelserve export --target gpu: give --out DIR (the CPU repository stays where it is)", file=sys.stderr)
@@ -124,30 +124,32 @@ def _export_gpu(args: argparse.Namespace) -> int:
 
 
 def cmd_gpu_check(args: argparse.Namespace) -> int:
-    from reelserve.export.gpu_check import run
+    from reelserve.export.gpu.check import run
 
     return run(args)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from reelserve.server import ServerError, TritonServer, serve_forever
+    from reelserve.triton.errors import ServerStartError
+    from reelserve.triton.server import TritonServer
+    from reelserve.triton.supervise import serve
 
     cfg = _config(args).server
     probe = {"ssl": True, "root_certificates": str(cfg.tls_cert)} if cfg.tls_cert else None
     try:
-        return serve_forever(TritonServer(cfg, probe_tls=probe))
-    except ServerError as e:
+        return serve(TritonServer(cfg, probe_tls=probe))
+    except ServerStartError as e:
         print(f"reelserve serve: {e}", file=sys.stderr)
         return 1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from reelserve.demo import run_demo
-    from reelserve.server import ServerError
+    from reelserve.triton.errors import ServerStartError
 
     try:
         return run_demo(DEFAULT, rounds=args.rounds, repository=args.model_repository)
-    except ServerError as e:
+    except ServerStartError as e:
         print(f"reelserve demo: {e}", file=sys.stderr)
         return 1
 
@@ -207,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="GPU runbook: build every TensorRT engine, check parity, time TensorRT vs eager vs torch.compile",
         description="Needs an NVIDIA GPU and TensorRT (refuses, saying why, elsewhere). Writes OUT/gpu-benchmark.json.",
     )
-    from reelserve.export.gpu_check import add_arguments
+    from reelserve.export.gpu.check import add_arguments
 
     add_arguments(p)
     p.set_defaults(func=cmd_gpu_check)

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from reelserve.spec import contract as c
 from reelserve.config import ReelserveConfig
-from reelserve.server import TritonServer, on_free_ports
+from reelserve.spec import contract as c
+from reelserve.triton.ports import on_free_ports
+from reelserve.triton.server import TritonServer
 
 # Searches in three languages: each should find its video (and its label) in the shared space.
 TEXT_QUERIES = ("a kitten sleeping on the sofa", "一杯早上的咖啡", "un cohete despegando hacia el espacio")
@@ -21,7 +22,7 @@ def percentile_ms(samples: list[float], q: float) -> float:
 
 def run_demo(cfg: ReelserveConfig, *, rounds: int = 10, repository: Path | None = None) -> int:
     from reelserve.client import VideoFeaturesClient
-    from reelserve.export.build import export_cpu
+    from reelserve.export.cpu import export_cpu
     from reelserve.samples import demo_videos
 
     repo = repository or cfg.server.model_repository

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from reelserve.spec import contract as c
 from reelserve.client import ChannelOptions, RetryPolicy, UnauthenticatedError, UnavailableError, VideoFeaturesClient
 from reelserve.config import DEFAULT
-from reelserve.server import TritonServer, on_free_ports
+from reelserve.spec import contract as c
+from reelserve.triton.ports import on_free_ports
+from reelserve.triton.server import TritonServer
 
 pytestmark = pytest.mark.integration
 KEY = "s3cret-test-key"

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from reelserve.client import InvalidArgumentError, VideoFeaturesClient
 from reelserve.config import REPO_ROOT
 from reelserve.samples import SampleVideo, malformed_videos
-from reelserve.server import free_port
+from reelserve.triton.ports import free_port
 
 pytestmark = pytest.mark.integration
 

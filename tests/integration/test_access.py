@@ -17,10 +17,13 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from reelserve.spec import contract as c
 from reelserve.client import UnauthenticatedError, VideoFeaturesClient
 from reelserve.config import DEFAULT
-from reelserve.server import ServerError, TritonServer, access_args, on_free_ports
+from reelserve.spec import contract as c
+from reelserve.triton.access import access_args
+from reelserve.triton.errors import ServerStartError
+from reelserve.triton.ports import on_free_ports
+from reelserve.triton.server import TritonServer
 
 pytestmark = pytest.mark.integration
 KEY = "k3y-for-tests_only"
@@ -124,14 +127,14 @@ def test_the_key_is_not_written_to_the_log(keyed_server) -> None:
 
 @pytest.mark.parametrize("key", ["", "with space", "a,b", "a:b", "a=b"])
 def test_unusable_keys_are_refused_before_launch(key: str) -> None:
-    with pytest.raises(ServerError, match="API key"):
+    with pytest.raises(ServerStartError, match="API key"):
         access_args(replace(DEFAULT.server, api_key=key))
 
 
 def test_tls_needs_both_files(tmp_path) -> None:
     cert = tmp_path / "cert.pem"
     cert.write_text("x")
-    with pytest.raises(ServerError, match="both a certificate and its key"):
+    with pytest.raises(ServerStartError, match="both a certificate and its key"):
         access_args(replace(DEFAULT.server, tls_cert=cert))
-    with pytest.raises(ServerError, match="does not exist"):
+    with pytest.raises(ServerStartError, match="does not exist"):
         access_args(replace(DEFAULT.server, tls_cert=cert, tls_key=tmp_path / "missing.pem"))

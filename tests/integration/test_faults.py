@@ -1,8 +1,9 @@
-"""Faults under load against a real tritonserver kept alive by `reelserve.supervisor`.
+"""Faults under load against a real tritonserver kept alive by `Supervisor.run`, the loop `reelserve serve` runs.
 
 Kill a python-backend stub mid-load, then kill tritonserver itself mid-load. Every request sent
 is accounted for (a result or an explicit error, none hangs), the same client object works
 again once the supervisor has restarted the server, and every model is READY afterwards.
+The tests wait for states (load flowing, a restart recorded), never for fixed times.
 """
 
 from __future__ import annotations
@@ -18,14 +19,26 @@ from dataclasses import replace
 import pytest
 import tritonclient.grpc as grpcclient
 
-from reelserve.spec import contract as c
 from reelserve.client import ReelserveError, RetryPolicy, VideoFeaturesClient
 from reelserve.config import DEFAULT
-from reelserve.server import ServerError, TritonServer, on_free_ports
-from reelserve.supervisor import Supervisor
+from reelserve.spec import contract as c
+from reelserve.triton.errors import ServerStartError
+from reelserve.triton.ports import on_free_ports
+from reelserve.triton.server import TritonServer
+from reelserve.triton.supervise import Supervisor
 
 pytestmark = pytest.mark.integration
 DEADLINE_S = 60.0  # long: a client deadline cancels the RPC, and cancellations crash Triton 2.51
+WARM_OK = 20  # OK answers before the fault: load is flowing through every step
+AFTER_RESTART = 10  # answers after the restart: load goes on past it
+
+
+def wait_for(condition, timeout_s: float, what: str) -> None:
+    """Poll `condition()` until it holds; fail naming `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not after {timeout_s:.0f} s"
+        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -72,17 +85,14 @@ def _fault_under_load(server: TritonServer, supervisor: Supervisor, fault) -> Co
     retry = RetryPolicy(max_attempts=6, initial_backoff_s=0.1, max_backoff_s=1.0)
     with VideoFeaturesClient(server.grpc_url, retry=retry) as client, ThreadPoolExecutor(2) as pool:
         futures = [pool.submit(_load_until, client, done, outcomes, lock) for _ in range(2)]
-        time.sleep(2.0)
-        before = sum(outcomes.values())
+        wait_for(lambda: outcomes["ok"] >= WARM_OK, 120, f"{WARM_OK} OK answers before the fault")
+        with lock:
+            before = sum(outcomes.values())
         fault()
-        deadline = time.monotonic() + 120
-        while not supervisor.restarts and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert supervisor.restarts, "the supervisor never restarted the server"
+        wait_for(lambda: supervisor.restarts, 120, "the supervisor never restarted the server")
         with lock:
             after_restart = sum(outcomes.values())
-        while sum(outcomes.values()) < after_restart + 10 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_for(lambda: sum(outcomes.values()) >= after_restart + AFTER_RESTART, 120, "answers after the restart")
         done.set()
         for f in futures:
             f.result(timeout=DEADLINE_S * 2)  # no worker hangs
@@ -133,5 +143,5 @@ def test_killed_tritonserver_is_restarted_and_the_client_recovers(supervised) ->
 
 def test_a_crash_loop_ends_supervision_with_the_reason() -> None:
     cfg = replace(DEFAULT.server, max_restarts=0)
-    with pytest.raises(ServerError, match="crash loop"):
+    with pytest.raises(ServerStartError, match="crash loop"):
         Supervisor(TritonServer(cfg), log=lambda _: None).restart("tritonserver exited (code -9)")

@@ -16,7 +16,8 @@ from reelserve.spec import contract as c
 from reelserve.client import InvalidArgumentError, VideoFeaturesClient
 from reelserve.config import DEFAULT
 from reelserve.samples import SampleVideo, malformed_videos
-from reelserve.server import TritonServer, on_free_ports
+from reelserve.triton.ports import on_free_ports
+from reelserve.triton.server import TritonServer
 
 pytestmark = pytest.mark.integration
 

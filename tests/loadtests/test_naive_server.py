@@ -15,7 +15,7 @@ import pytest
 
 from reelserve.loadtests.naive_server import NaiveServer
 from reelserve.samples import SampleVideo, malformed_videos
-from reelserve.server import ServerError
+from reelserve.triton.errors import ServerStartError
 
 pytestmark = pytest.mark.integration
 
@@ -108,6 +108,6 @@ def test_cli_help() -> None:
 
 def test_a_server_that_dies_says_why(tmp_path: Path) -> None:
     server = NaiveServer(tmp_path / "no_repository", ready_timeout_s=30)
-    with pytest.raises(ServerError, match=r"(?s)exited before it was ready.*has no heads.npz"):
+    with pytest.raises(ServerStartError, match=r"(?s)exited before it was ready.*has no heads.npz"):
         server.start()
     assert server.stop() == 2  # argparse's exit status; stopping again is harmless

@@ -19,7 +19,8 @@ from reelserve.loadtests.noop_floor import (
     write_noop_repository,
 )
 from reelserve.samples import SampleVideo
-from reelserve.server import TritonServer, on_free_ports
+from reelserve.triton.ports import on_free_ports
+from reelserve.triton.server import TritonServer
 
 
 @pytest.fixture(scope="module")

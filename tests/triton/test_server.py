@@ -1,4 +1,4 @@
-"""TritonServer: a real tritonserver from the nvidia-pytriton wheel, on loopback, with a tiny echo model."""
+"""TritonServer (`reelserve/triton/server.py`): a real tritonserver from the wheel, on loopback, tiny echo model."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 
 from reelserve.config import ServerConfig
-from reelserve.server import ServerError, TritonServer, find_tritonserver, free_port
+from reelserve.triton.errors import ServerStartError
+from reelserve.triton.ports import free_port
+from reelserve.triton.server import TritonServer
 
 ECHO_CONFIG = """
 name: "{name}"
@@ -170,25 +172,6 @@ def non_loopback_ipv4() -> str | None:
 # -- no tritonserver process needed ------------------------------------------------------------
 
 
-def test_find_tritonserver_prepares_a_runnable_copy_once() -> None:
-    first = find_tritonserver()
-    second = find_tritonserver()
-    assert first == second
-    assert os.access(first.bin, os.X_OK)
-    assert os.access(first.stub, os.X_OK)
-    assert first.root.name == f"{first.version}-py{sys.version_info.major}{sys.version_info.minor}"
-    assert first.lib_dir.is_dir()
-
-
-def test_missing_pytriton_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    import importlib.util
-
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pytriton" else real(name, *a))
-    with pytest.raises(ServerError, match=r"pip install 'reelserve\[serve\]'"):
-        find_tritonserver()
-
-
 def test_command_line_binds_every_endpoint_to_the_configured_host(tmp_path: Path) -> None:
     cfg = make_cfg(tmp_path, tmp_path / "t.log")
     server = TritonServer(cfg, extra_args=["--log-info=true"], env={"REELSERVE_TEST": "1"})
@@ -213,7 +196,9 @@ def test_taken_port_is_named_and_nothing_starts(tmp_path: Path) -> None:
         squatter.bind(("127.0.0.1", cfg.http_port))
         squatter.listen()
         server = TritonServer(cfg)
-        with pytest.raises(ServerError, match=rf"port {cfg.http_port} \(--http-port\) on 127.0.0.1 is already in use"):
+        with pytest.raises(
+            ServerStartError, match=rf"port {cfg.http_port} \(--http-port\) on 127.0.0.1 is already in use"
+        ):
             server.start()
     assert server.pid is None
     assert not cfg.log_file.exists()  # type: ignore[union-attr]
@@ -222,7 +207,7 @@ def test_taken_port_is_named_and_nothing_starts(tmp_path: Path) -> None:
 
 def test_missing_model_repository_is_a_clear_error(tmp_path: Path) -> None:
     server = TritonServer(make_cfg(tmp_path / "nope", tmp_path / "t.log"))
-    with pytest.raises(ServerError, match=r"model repository .*nope does not exist"):
+    with pytest.raises(ServerStartError, match=r"model repository .*nope does not exist"):
         server.start()
     assert server.pid is None
 
@@ -306,7 +291,7 @@ def test_stop_reaps_stubs_after_the_server_was_killed(tmp_path: Path) -> None:
 def test_crash_during_startup_raises_with_the_log(tmp_path: Path) -> None:
     server = TritonServer(make_cfg(make_repo(tmp_path / "repo", fail_init=True), tmp_path / "t.log"))
     t0 = time.monotonic()
-    with pytest.raises(ServerError) as info:
+    with pytest.raises(ServerStartError) as info:
         server.start()
     elapsed = time.monotonic() - t0
     message = str(info.value)
