@@ -8,13 +8,13 @@ from collections.abc import Sequence
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-from reelserve import contract as c
+from reelserve.spec import contract as c
 
 from ._errors import InvalidArgumentError
 from ._types import TextFeatures, VideoFeatures
 
-VIDEO_OUTPUTS = (*c.VIDEO_FEATURES_OUTPUTS, c.TEXT_TRUNCATED)
-TEXT_OUTPUTS = (*c.TEXT_FEATURES_OUTPUTS, c.TEXT_TRUNCATED)
+VIDEO_OUTPUTS = c.VIDEO_FEATURES_OUTPUTS
+TEXT_OUTPUTS = c.TEXT_FEATURES_OUTPUTS
 
 
 def bytes_input(name: str, items: Sequence[bytes | str]) -> grpcclient.InferInput:

@@ -22,15 +22,16 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from reelserve.spec import contract as c
 from reelserve.config import DEFAULT
+from reelserve.spec import contract as c
+from reelserve.spec.topology import ensemble, parallel_branches
 
 from . import report, stats
 from .harness import Plan, run_plan, warm_up
 from .workload import KINDS, WorkItem, single_item_mix
 
 GENERATOR_LAG_LIMIT_MS = 20.0  # above this the generator missed its schedule: the ladder stops there
-BRANCHES = ((c.VISION_ENCODER,), (c.OCR, c.TEXT_ENCODER))  # run side by side between preprocess and fusion
+BRANCHES = parallel_branches(ensemble(c.VIDEO_FEATURES))  # side by side between preprocess and fusion_heads
 
 
 @dataclass
@@ -130,7 +131,12 @@ def table(results: list[SystemResult], slo_ms: float) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m reelserve.loadtests.bench", description=__doc__.split("\n")[0])
     p.add_argument("--model-repository", type=Path, default=DEFAULT.server.model_repository)
-    p.add_argument("--slo-ms", type=float, default=500.0, help="p99 target for capacity (default %(default)s)")
+    p.add_argument(
+        "--slo-ms",
+        type=float,
+        default=DEFAULT.slo.video_features_p99_ms,
+        help="p99 target for capacity (default %(default)s: the latency SLO)",
+    )
     p.add_argument("--duration", type=float, default=10.0, help="seconds per ladder step (default %(default)s)")
     p.add_argument("--sequential", type=int, default=30, help="sequential calls per system (default %(default)s)")
     p.add_argument("--max-steps", type=int, default=8, help="ladder steps per system (default %(default)s)")
@@ -162,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         wanted.remove("ocr")
 
     from reelserve.client import NO_RETRY
-    from reelserve.server import TritonServer, on_free_ports
+    from reelserve.triton.ports import on_free_ports
+    from reelserve.triton.server import TritonServer
 
     from .targets import HttpJsonTarget, ReelserveTarget
 

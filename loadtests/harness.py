@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from reelserve.spec import contract as c
 from reelserve.config import DEFAULT
+from reelserve.spec import contract as c
 
 from . import report, runner, stats, triton_metrics
 from .workload import DEFAULT_MIX, KINDS, RequestMix, build_mix, parse_mix
@@ -181,7 +181,12 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         help="request kinds and weights, e.g. video_short=0.7,text=0.3; kinds: "
         + ", ".join(f"{k} ({v.describe})" for k, v in KINDS.items()),
     )  # fmt: skip
-    load.add_argument("--slo-ms", type=float, default=250.0, help="latency SLO for attainment (default %(default)s)")
+    load.add_argument(
+        "--slo-ms",
+        type=float,
+        default=DEFAULT.slo.video_features_p99_ms,
+        help="latency SLO for attainment (default %(default)s)",
+    )
     load.add_argument("--deadline-s", type=float, default=10.0, help="per-call deadline (default %(default)s)")
     load.add_argument("--retries", type=int, default=1, help="attempts per call, 1 = no retry (default %(default)s)")
     load.add_argument("--warmup", type=int, default=3, help="untimed calls per kind first (default %(default)s)")
@@ -230,12 +235,14 @@ def main(argv: list[str] | None = None, args: argparse.Namespace | None = None) 
     with ExitStack() as stack:
         url, metrics_url = args.url, args.metrics_url
         if url is None:
-            from reelserve.server import ServerError, TritonServer, on_free_ports
+            from reelserve.triton.errors import ServerStartError
+            from reelserve.triton.ports import on_free_ports
+            from reelserve.triton.server import TritonServer
 
             try:
                 server = stack.enter_context(TritonServer(on_free_ports(DEFAULT.server, args.model_repository)))
                 server.wait_ready(models=[c.VIDEO_FEATURES, c.TEXT_FEATURES])
-            except ServerError as e:
+            except ServerStartError as e:
                 print(f"reelserve loadtest: {e}", file=sys.stderr)
                 return 1
             url, metrics_url = server.grpc_url, server.metrics_url

@@ -11,15 +11,16 @@ clips. Run: `python -m reelserve.loadtests.ocr_bench`.
 from __future__ import annotations
 
 import argparse
-import re
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from reelserve.config import DEFAULT
+from reelserve.config import DEFAULT, ReelserveConfig
+from reelserve.export.repository import write_repository
 
 # (width, height): the demo clips; any 9:16 upload of 360p or more capped at 640 (the default); capped at 960
 SIZES = ((288, 512), (360, 640), (540, 960))
@@ -92,26 +93,25 @@ def max_side_sweep(
     return rows
 
 
-def ocr_off_repository(src: Path, dst: Path) -> Path:
-    """`src` with `ocr_frames` 0 in every config: same artifacts (symlinked), OCR off."""
+def ocr_off_repository(src: Path, dst: Path, cfg: ReelserveConfig = DEFAULT) -> Path:
+    """`src`'s artifacts (symlinked) under configs the generator writes for `cfg` with OCR off."""
+    write_repository(dst, replace(cfg, ocr=replace(cfg.ocr, frames=0)))
     for model in sorted(p for p in Path(src).iterdir() if (p / "config.pbtxt").exists()):
-        (dst / model.name).mkdir(parents=True)
-        config = (model / "config.pbtxt").read_text()
-        config = re.sub(r'(key: "ocr_frames" value: \{ string_value: )"\d+"', r'\1"0"', config)
-        (dst / model.name / "config.pbtxt").write_text(config)
         for version in (p for p in model.iterdir() if p.is_dir()):
-            (dst / model.name / version.name).mkdir()
             for f in version.iterdir():
-                (dst / model.name / version.name / f.name).symlink_to(f.resolve())
+                link = dst / model.name / version.name / f.name
+                if not link.exists():  # the generated model.py stays the generator's
+                    link.symlink_to(f.resolve())
     return dst
 
 
 def served(model_repository: Path, rounds: int = 6) -> dict[str, dict]:
     """Sequential `video_features` over the demo clips, OCR on (as exported) and off."""
-    from reelserve.spec import contract as c
     from reelserve.client import VideoFeaturesClient
     from reelserve.samples import demo_videos
-    from reelserve.server import TritonServer, on_free_ports
+    from reelserve.triton.ports import on_free_ports
+    from reelserve.triton.server import TritonServer
+    from reelserve.spec import contract as c
 
     videos = demo_videos()
     clips = [v.render() for v in videos]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from reelserve import contract as c
+from reelserve.spec import contract as c
 from reelserve.config import DEFAULT, REPO_ROOT
 
 # Tests never reach a model hub; the packaged weights load from site-packages.
@@ -20,10 +20,16 @@ if not os.path.exists("/dev/nvidiactl"):
 
 @pytest.fixture(scope="session")
 def model_repository() -> Path:
-    """The CPU-target repository, exported once (reused when the fingerprint matches)."""
-    from reelserve.export.build import export_cpu
+    """The CPU-target repository of this tree, exported once (reused when the fingerprint matches).
 
-    root = Path(os.environ.get("REELSERVE_TEST_REPOSITORY", REPO_ROOT / "model_repository"))
+    `REELSERVE_TEST_REPOSITORY=DIR` tests a repository exported elsewhere, as it is (no export).
+    """
+    given = os.environ.get("REELSERVE_TEST_REPOSITORY")
+    if given:
+        return Path(given)
+    from reelserve.export.cpu import export_cpu
+
+    root = REPO_ROOT / "model_repository"
     export_cpu(root, DEFAULT, progress=False, log=lambda _msg: None)
     return root
 
@@ -31,7 +37,8 @@ def model_repository() -> Path:
 @pytest.fixture(scope="session")
 def tritonserver(model_repository: Path):
     """A real tritonserver on free loopback ports, serving the exported repository."""
-    from reelserve.server import TritonServer, on_free_ports
+    from reelserve.triton.ports import on_free_ports
+    from reelserve.triton.server import TritonServer
 
     cfg = on_free_ports(DEFAULT.server, model_repository)
     with TritonServer(cfg) as server:

@@ -9,7 +9,7 @@ choose its settings and merge what it reads on several frames of one clip:
 - no angle classifier: text burned into a video is upright, and the classifier costs a model call
   per line;
 - its ONNX Runtime sessions are rebuilt with our options (idle worker threads do not spin: the
-  other steps need those cores; see `steps.ort_session`).
+  other steps need those cores; see `onnx_runtime.ort_session`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import re
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+
+from .onnx_runtime import ort_session
 
 _WHITESPACE = re.compile(r"\s+")
 
@@ -51,8 +53,6 @@ class OnScreenTextReader:
 
     def __init__(self, *, min_score: float = 0.5, threads: int = 0) -> None:
         from rapidocr_onnxruntime import RapidOCR
-
-        from .steps import ort_session
 
         self.min_score = min_score
         self.engine = RapidOCR(

@@ -12,13 +12,15 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
-from reelserve import contract as c
-from reelserve.config import OcrConfig, TextConfig, VideoConfig
+from reelserve.config import EncoderConfig, OcrConfig, TextConfig, VideoConfig
+from reelserve.spec import contract as c
 
 from .errors import InvalidInputError
+from .onnx_runtime import ort_session
 from .text_tokenize import TextTokenizer, decode_utf8, with_on_screen_text
 from .video_decode import DecodedVideo, TextFrames, decode_clip
 
@@ -37,30 +39,46 @@ def _bytes_items(tensor: np.ndarray | None, field: str) -> list[bytes]:
     return [v if isinstance(v, bytes) else str(v).encode("utf-8") for v in tensor[:, 0]]
 
 
-def text_config(step: Step) -> TextConfig:
-    t = TextConfig()
-    return TextConfig(
-        max_tokens=step.int_param("max_tokens", t.max_tokens),
-        max_text_bytes=step.int_param("max_text_bytes", t.max_text_bytes),
-        pad_tokens_to=step.int_param("pad_tokens_to", t.pad_tokens_to),
-    )
-
-
 class Step:
-    """One python-backend model; `parameters` are the string parameters of its config.pbtxt."""
+    """One python-backend model: the config sections it reads, parsed (`reelserve.spec.settings`), and its files.
 
-    def __init__(self, parameters: Mapping[str, str], version_dir: Path) -> None:
-        self.parameters = dict(parameters)
+    `settings` maps section name -> dataclass, exactly the sections `reelserve.spec.topology`
+    says the step reads; the accessors below refuse a section the step was not given.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, settings: Mapping[str, object], version_dir: Path) -> None:
+        self.settings = dict(settings)
         self.version_dir = Path(version_dir)
 
     def run(self, requests: Sequence[Mapping[str, np.ndarray | None]]) -> list[Result]:
         raise NotImplementedError
 
-    def int_param(self, key: str, default: int) -> int:
-        return int(self.parameters.get(key, default))
+    def _section(self, name: str, kind: type):
+        value = self.settings[name]
+        if not isinstance(value, kind):
+            raise TypeError(f"{self.name}: section {name!r} is {type(value).__name__}, expected {kind.__name__}")
+        return value
+
+    @property
+    def video(self) -> VideoConfig:
+        return self._section("video", VideoConfig)
+
+    @property
+    def text(self) -> TextConfig:
+        return self._section("text", TextConfig)
+
+    @property
+    def ocr(self) -> OcrConfig:
+        return self._section("ocr", OcrConfig)
+
+    @property
+    def encoder(self) -> EncoderConfig:
+        return self._section("encoder", EncoderConfig)
 
 
-class Preprocess(Step):
+class PreprocessStep(Step):
     """Validates, decodes and tokenizes a whole request before the ensemble fans out.
 
     Every refusal happens here, while no other step of the request is in flight: Triton 2.51
@@ -68,22 +86,12 @@ class Preprocess(Step):
     branch of the same ensemble request is still running (see docs/architecture.md).
     """
 
-    def __init__(self, parameters: Mapping[str, str], version_dir: Path) -> None:
-        super().__init__(parameters, version_dir)
-        v = VideoConfig()
-        self.video_cfg = VideoConfig(
-            num_frames=self.int_param("num_frames", v.num_frames),
-            image_size=self.int_param("image_size", v.image_size),
-            max_video_bytes=self.int_param("max_video_bytes", v.max_video_bytes),
-            max_decoded_frames=self.int_param("max_decoded_frames", v.max_decoded_frames),
-            max_source_pixels=self.int_param("max_source_pixels", v.max_source_pixels),
-            max_decode_seconds=float(self.parameters.get("max_decode_seconds", v.max_decode_seconds)),
-        )
-        o = OcrConfig()
-        self.text_frames = TextFrames(
-            self.int_param("ocr_frames", o.frames), self.int_param("ocr_max_side", o.max_side)
-        )
-        self.tokenizer = TextTokenizer.from_folder(self.version_dir, text_config(self))
+    name = c.PREPROCESS
+
+    def __init__(self, settings: Mapping[str, object], version_dir: Path) -> None:
+        super().__init__(settings, version_dir)
+        self.text_frames = TextFrames(self.ocr.frames, self.ocr.max_side)
+        self.tokenizer = TextTokenizer.from_folder(self.version_dir, self.text)
 
     def run_one(self, inputs: Mapping[str, np.ndarray | None]) -> Arrays:
         texts = _bytes_items(inputs.get(c.TEXT.name), c.TEXT.name)
@@ -97,7 +105,7 @@ class Preprocess(Step):
         videos = _bytes_items(inputs[c.VIDEO.name], c.VIDEO.name)
         if len(videos) != len(texts):
             raise InvalidInputError(c.TEXT.name, f"has {len(texts)} items but 'video' has {len(videos)}")
-        clips = [decode_clip(v, self.video_cfg, self.text_frames) for v in videos]
+        clips = [decode_clip(v, self.video, self.text_frames) for v in videos]
         out[c.FRAMES.name] = np.stack([clip.frames for clip in clips])
         out[c.FRAME_MASK.name] = np.stack([clip.mask for clip in clips])
         out[c.TEXT_FRAMES.name], out[c.TEXT_FRAME_SIZES.name] = pack_text_frames(clips, self.text_frames.num)
@@ -135,20 +143,6 @@ def unpack_text_frames(frames: np.ndarray, sizes: np.ndarray) -> list[list[np.nd
     return [[frames[b, n, :h, :w] for n, (h, w) in enumerate(sizes[b]) if h and w] for b in range(len(frames))]
 
 
-def ort_session(path: Path, threads: int):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.inter_op_num_threads = 1
-    if threads > 0:
-        options.intra_op_num_threads = threads
-    # Idle ORT worker threads spin by default, burning the cores the other steps (and the other
-    # encoder's session) need next: measured +2-4 ms per step on 2 cores (docs/benchmarks.md).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def pad_axis1(arrays: Sequence[np.ndarray], length: int) -> np.ndarray:
     """Stack [B_i, L_i, ...] arrays into [sum B_i, length, ...], zero-padded on axis 1."""
     out = np.zeros((sum(a.shape[0] for a in arrays), length, *arrays[0].shape[2:]), dtype=arrays[0].dtype)
@@ -159,13 +153,15 @@ def pad_axis1(arrays: Sequence[np.ndarray], length: int) -> np.ndarray:
     return out
 
 
-class VisionEncoder(Step):
+class VisionEncoderStep(Step):
     """Runs only the real frames of every request through the vision ONNX graph."""
 
-    def __init__(self, parameters: Mapping[str, str], version_dir: Path) -> None:
-        super().__init__(parameters, version_dir)
-        self.session = ort_session(self.version_dir / "model.onnx", self.int_param("ort_threads", 0))
-        self.max_frames_per_run = self.int_param("max_frames_per_run", 64)
+    name = c.VISION_ENCODER
+
+    def __init__(self, settings: Mapping[str, object], version_dir: Path) -> None:
+        super().__init__(settings, version_dir)
+        self.session = ort_session(self.version_dir / "model.onnx", self.encoder.ort_threads)
+        self.max_frames_per_run = self.encoder.max_frames_per_run
         self.num_classes = self.session.get_outputs()[0].shape[-1]
 
     def run(self, requests: Sequence[Mapping[str, np.ndarray | None]]) -> list[Result]:
@@ -189,7 +185,7 @@ class VisionEncoder(Step):
         return results
 
 
-class Ocr(Step):
+class OcrStep(Step):
     """Reads the printed text on a video's whole frames and tokenizes it with the title for the text tower.
 
     It runs beside the vision encoder, so like every step after `preprocess` it never refuses a
@@ -197,24 +193,22 @@ class Ocr(Step):
     not bad input) is logged with its traceback and that item gets no printed text.
     """
 
-    def __init__(self, parameters: Mapping[str, str], version_dir: Path) -> None:
-        super().__init__(parameters, version_dir)
-        o = OcrConfig()
-        self.max_chars = self.int_param("ocr_max_chars", o.max_chars)
-        self.text_cfg = text_config(self)
-        self.tokenizer = TextTokenizer.from_folder(self.version_dir, self.text_cfg)
+    name = c.OCR
+
+    def __init__(self, settings: Mapping[str, object], version_dir: Path) -> None:
+        super().__init__(settings, version_dir)
+        self.tokenizer = TextTokenizer.from_folder(self.version_dir, self.text)
         self.reader = None
-        if self.int_param("ocr_frames", o.frames) > 0:
+        if self.ocr.frames > 0:  # the OCR models load only when OCR is on
             from .ocr import OnScreenTextReader
 
-            min_score = float(self.parameters.get("ocr_min_score", o.min_score))
-            self.reader = OnScreenTextReader(min_score=min_score, threads=self.int_param("ort_threads", o.ort_threads))
+            self.reader = OnScreenTextReader(min_score=self.ocr.min_score, threads=self.ocr.ort_threads)
 
     def read(self, frames: Sequence[np.ndarray]) -> str:
         if self.reader is None or not frames:
             return ""
         try:
-            return self.reader.read_clip(frames, self.max_chars)
+            return self.reader.read_clip(frames, self.ocr.max_chars)
         except Exception:
             log.exception("OCR failed on %d frame(s); the item gets no on-screen text", len(frames))
             return ""
@@ -222,7 +216,7 @@ class Ocr(Step):
     def run(self, requests: Sequence[Mapping[str, np.ndarray | None]]) -> list[Result]:
         results: list[Result] = []
         for r in requests:
-            titles = [decode_utf8(t, self.text_cfg.max_text_bytes) for t in _bytes_items(r[c.TEXT.name], c.TEXT.name)]
+            titles = [decode_utf8(t, self.text.max_text_bytes) for t in _bytes_items(r[c.TEXT.name], c.TEXT.name)]
             clips = unpack_text_frames(np.asarray(r[c.TEXT_FRAMES.name]), np.asarray(r[c.TEXT_FRAME_SIZES.name]))
             printed = [self.read(frames) for frames in clips]
             ids, mask, _ = self.tokenizer.encode_strings(
@@ -238,12 +232,14 @@ class Ocr(Step):
         return results
 
 
-class TextEncoder(Step):
+class TextEncoderStep(Step):
     """Pads the requests' token rows to the longest one and runs them in one ONNX call."""
 
-    def __init__(self, parameters: Mapping[str, str], version_dir: Path) -> None:
-        super().__init__(parameters, version_dir)
-        self.session = ort_session(self.version_dir / "model.onnx", self.int_param("ort_threads", 0))
+    name = c.TEXT_ENCODER
+
+    def __init__(self, settings: Mapping[str, object], version_dir: Path) -> None:
+        super().__init__(settings, version_dir)
+        self.session = ort_session(self.version_dir / "model.onnx", self.encoder.ort_threads)
 
     def run(self, requests: Sequence[Mapping[str, np.ndarray | None]]) -> list[Result]:
         ids = [np.asarray(r[c.INPUT_IDS.name], dtype=np.int64) for r in requests]
@@ -260,15 +256,17 @@ class TextEncoder(Step):
         return results
 
 
-class FusionHeads(Step):
+class FusionHeadsStep(Step):
     """Fusion and heads in one ONNX graph; maps tag ids to names. Frames are optional (text_features).
 
     It never refuses a request: `preprocess` already did, before the ensemble fanned out.
     """
 
-    def __init__(self, parameters: Mapping[str, str], version_dir: Path) -> None:
-        super().__init__(parameters, version_dir)
-        self.session = ort_session(self.version_dir / "model.onnx", self.int_param("ort_threads", 0))
+    name = c.FUSION_HEADS
+
+    def __init__(self, settings: Mapping[str, object], version_dir: Path) -> None:
+        super().__init__(settings, version_dir)
+        self.session = ort_session(self.version_dir / "model.onnx", self.encoder.ort_threads)
         meta = json.loads((self.version_dir / "heads.json").read_text(encoding="utf-8"))
         self.tag_names = np.array([t.encode("utf-8") for t in meta["tags"]], dtype=object)
         self.num_classes = len(self.tag_names)
@@ -315,9 +313,5 @@ class FusionHeads(Step):
 
 
 STEPS: dict[str, type[Step]] = {
-    c.PREPROCESS: Preprocess,
-    c.VISION_ENCODER: VisionEncoder,
-    c.OCR: Ocr,
-    c.TEXT_ENCODER: TextEncoder,
-    c.FUSION_HEADS: FusionHeads,
+    step.name: step for step in (PreprocessStep, VisionEncoderStep, OcrStep, TextEncoderStep, FusionHeadsStep)
 }

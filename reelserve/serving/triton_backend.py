@@ -13,6 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from reelserve.spec.settings import read_sections
+from reelserve.spec.topology import STEP_SECTIONS
+
 from .errors import InvalidInputError
 from .steps import STEPS, Step
 
@@ -32,9 +35,10 @@ class StepModel:
         self.input_names = [i["name"] for i in config["input"]]
         self.output_dtypes = {o["name"]: pb_utils.triton_string_to_numpy(o["data_type"]) for o in config["output"]}
         parameters = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        settings = read_sections(parameters, STEP_SECTIONS[self.name], self.name)  # strict: fails the load
         version_dir = Path(args["model_repository"]) / args["model_version"]
         start = time.perf_counter()
-        self.step: Step = self.steps[self.name](parameters, version_dir)
+        self.step: Step = self.steps[self.name](settings, version_dir)
         self.logger.log_info(
             f"reelserve step {self.name} ready in {time.perf_counter() - start:.2f}s; "
             f"python {sys.executable}; numpy {np.__version__} from {np.__file__}"

@@ -36,7 +36,6 @@ class Tensor:
 
 # Client-facing tensors.
 VIDEO = Tensor("video", "TYPE_STRING", (1,))
-VIDEO_OPTIONAL = Tensor("video", "TYPE_STRING", (1,), optional=True)  # absent in text_features
 TEXT = Tensor("text", "TYPE_STRING", (1,))
 EMBEDDING = Tensor("embedding", "TYPE_FP32", (-1,))
 TAGS = Tensor("tags", "TYPE_STRING", (-1,))

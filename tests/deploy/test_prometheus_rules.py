@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 
 import pytest
 
-from reelserve.config import REPO_ROOT
+from reelserve.config import DEFAULT, REPO_ROOT
 
 RULES = REPO_ROOT / "deploy" / "prometheus"
 
@@ -28,3 +29,11 @@ def test_rules_are_valid(promtool) -> None:
 def test_rules_unit_tests_pass(promtool) -> None:
     run = subprocess.run([promtool, "test", "rules", "slo_rules_test.yml"], cwd=RULES, capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_latency_rules_use_the_configured_slo() -> None:
+    """The `le` bucket of every latency SLI is `SloConfig`'s bound: the harness, bench and rules share one SLO."""
+    text = (RULES / "slo_rules.yml").read_text()
+    buckets = {float(le) for le in re.findall(r'model="video_features", outcome="ok", le="([0-9.]+)"', text)}
+    assert buckets == {DEFAULT.slo.video_features_p99_ms / 1000}
+    assert f"over {DEFAULT.slo.video_features_p99_ms:g} ms" in text

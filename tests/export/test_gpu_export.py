@@ -17,9 +17,10 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from reelserve.spec import contract as c
 from reelserve.config import DEFAULT
-from reelserve.export import repository
+from reelserve.export.repository import read_step_settings
+from reelserve.spec import contract as c
+from reelserve.spec.topology import step_specs
 
 ENCODERS = (c.VISION_ENCODER, c.TEXT_ENCODER)
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -35,7 +36,7 @@ TRITON_TO_ONNX = {
 
 @pytest.fixture(scope="module")
 def gpu_out(model_repository: Path, tmp_path_factory) -> Path:
-    from reelserve.export.gpu import export_gpu
+    from reelserve.export.gpu.target import export_gpu
 
     out = tmp_path_factory.mktemp("gpu")
     report = export_gpu(
@@ -57,7 +58,7 @@ def _graph(gpu_out: Path, name: str, precision: str) -> onnx.ModelProto:
 @pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("name", ENCODERS)
 def test_plugin_graph_is_valid_onnx_in_its_precision(gpu_out: Path, name: str, precision: str) -> None:
-    from reelserve.export.gpu import check_graph
+    from reelserve.export.gpu.target import check_graph
 
     model = _graph(gpu_out, name, precision)
     check_graph(model)  # checker (full) + strict shape inference, custom nodes included
@@ -115,8 +116,8 @@ def test_gpu_repository_encoders_are_tensorrt_plans_on_gpu(gpu_out: Path) -> Non
         assert not (root / name / "1" / "model.py").exists()
         assert not (root / name / "1" / "model.plan").exists()  # --onnx-only builds no engine
         assert not any(i.allow_ragged_batch for i in cfg.input), "TensorRT inputs cannot be ragged"
-    preprocess = _config(root, c.PREPROCESS)
-    assert preprocess.parameters["pad_tokens_to"].string_value == str(DEFAULT.text.max_tokens)
+    for step in (c.PREPROCESS, c.OCR):  # every token row one length: TensorRT's batcher merges one shape
+        assert read_step_settings(root / step)["text"].pad_tokens_to == DEFAULT.text.max_tokens
     for step, files in (
         (c.PREPROCESS, ["model.py", "tokenizer.json"]),
         (c.FUSION_HEADS, ["model.py", "model.onnx", "heads.npz"]),
@@ -142,8 +143,8 @@ def test_gpu_repository_agrees_with_the_graphs_and_the_cpu_ensembles(gpu_out: Pa
         assert (root / ensemble / "config.pbtxt").read_text() == (
             model_repository / ensemble / "config.pbtxt"
         ).read_text()
-    gpu_steps = {s.name: s for s in repository.step_specs(DEFAULT, "gpu")}
-    cpu_steps = {s.name: s for s in repository.step_specs(DEFAULT, "cpu")}
+    gpu_steps = {s.name: s for s in step_specs(DEFAULT, "gpu")}
+    cpu_steps = {s.name: s for s in step_specs(DEFAULT, "cpu")}
     for name in gpu_steps:
         assert [p.tensor.name for p in gpu_steps[name].inputs] == [p.tensor.name for p in cpu_steps[name].inputs]
         assert gpu_steps[name].outputs == cpu_steps[name].outputs

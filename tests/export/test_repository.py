@@ -7,13 +7,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from reelserve.spec import contract as c
 from reelserve.config import DEFAULT, ReelserveConfig
 from reelserve.export import repository
-from reelserve.export.repository import StepSpec, _inside, ensemble_specs, step_specs, write_repository
+from reelserve.export.repository import inside, read_config, read_step_settings, write_repository
+from reelserve.spec import contract as c
+from reelserve.spec.settings import step_parameters
+from reelserve.spec.topology import StepSpec, ensemble_specs, step_specs
 
 STEPS = [c.PREPROCESS, c.VISION_ENCODER, c.OCR, c.TEXT_ENCODER, c.FUSION_HEADS]
 ENSEMBLES = [c.VIDEO_FEATURES, c.TEXT_FEATURES]
@@ -21,7 +22,7 @@ DTYPE = model_config_pb2.DataType
 
 
 def _parse(path: Path) -> model_config_pb2.ModelConfig:
-    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+    return read_config(path.parent)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,7 @@ def test_step_tensors_are_the_contract(configs) -> None:
         for t, io in zip(spec.outputs, cfg.output, strict=True):
             _contract_io(t, io)
         params = {k: v.string_value for k, v in cfg.parameters.items()}
-        assert params == spec.parameters
+        assert params == step_parameters(DEFAULT, spec.sections)
     fusion = {i.name: i for i in configs[c.FUSION_HEADS].input}
     assert fusion[c.FRAME_LOGITS.name].optional and fusion[c.FRAME_MASK.name].optional
     assert not fusion[c.TOKEN_STATES.name].optional
@@ -76,8 +77,8 @@ def test_step_tensors_are_the_contract(configs) -> None:
 
 def test_ensemble_tensors_are_the_contract(configs) -> None:
     want = {
-        c.VIDEO_FEATURES: (c.VIDEO_FEATURES_INPUTS, (*c.VIDEO_FEATURES_OUTPUTS, c.TEXT_TRUNCATED)),
-        c.TEXT_FEATURES: (c.TEXT_FEATURES_INPUTS, (*c.TEXT_FEATURES_OUTPUTS, c.TEXT_TRUNCATED)),
+        c.VIDEO_FEATURES: (c.VIDEO_FEATURES_INPUTS, c.VIDEO_FEATURES_OUTPUTS),
+        c.TEXT_FEATURES: (c.TEXT_FEATURES_INPUTS, c.TEXT_FEATURES_OUTPUTS),
     }
     for name, (inputs, outputs) in want.items():
         cfg = configs[name]
@@ -138,11 +139,9 @@ def test_video_features_text_tower_reads_the_title_with_the_printed_text(configs
 def test_ocr_config_flows_into_both_steps(tmp_path: Path) -> None:
     cfg = replace(DEFAULT, ocr=replace(DEFAULT.ocr, frames=3, max_side=640, min_score=0.7, max_chars=99))
     write_repository(tmp_path, cfg)
-    pre = {k: v.string_value for k, v in _parse(tmp_path / c.PREPROCESS / "config.pbtxt").parameters.items()}
-    ocr = {k: v.string_value for k, v in _parse(tmp_path / c.OCR / "config.pbtxt").parameters.items()}
-    assert (pre["ocr_frames"], pre["ocr_max_side"]) == ("3", "640")
-    assert (ocr["ocr_frames"], ocr["ocr_min_score"], ocr["ocr_max_chars"]) == ("3", "0.7", "99")
-    assert ocr["max_tokens"] == pre["max_tokens"] and ocr["max_text_bytes"] == pre["max_text_bytes"]
+    pre, ocr = read_step_settings(tmp_path / c.PREPROCESS), read_step_settings(tmp_path / c.OCR)
+    assert pre["ocr"] == ocr["ocr"] == cfg.ocr
+    assert pre["text"] == ocr["text"] == cfg.text
 
 
 def test_labels_parameter_round_trips(configs) -> None:
@@ -173,13 +172,13 @@ def test_batching_config_flows_into_every_config(tmp_path: Path) -> None:
 def test_inside_refuses_escapes(tmp_path: Path) -> None:
     root = tmp_path / "repo"
     root.mkdir()
-    assert _inside(root, "model", "1") == (root / "model" / "1").resolve()
+    assert inside(root, "model", "1") == (root / "model" / "1").resolve()
     for parts in (("..", "evil"), ("../evil", "1"), ("model", "..", "..", "evil"), ("/etc", "passwd")):
         with pytest.raises(ValueError, match="outside the model repository"):
-            _inside(root, *parts)
+            inside(root, *parts)
     (root / "link").symlink_to(tmp_path, target_is_directory=True)
     with pytest.raises(ValueError):
-        _inside(root, "link", "config.pbtxt")
+        inside(root, "link", "config.pbtxt")
 
 
 def test_write_repository_refuses_escaping_step_name(tmp_path: Path, monkeypatch) -> None:
@@ -198,4 +197,30 @@ def test_specs_match_generated_wiring() -> None:
     """The ensemble specs only reference steps that exist."""
     names = {s.name for s in step_specs(DEFAULT)}
     for spec in ensemble_specs():
-        assert {model for model, _, _ in spec.steps} <= names
+        assert {call.model for call in spec.calls} <= names
+
+
+def _every_setting_changed() -> ReelserveConfig:
+    """DEFAULT with every value that crosses into a step changed, so a dropped or defaulted one shows."""
+    return replace(
+        DEFAULT,
+        video=replace(DEFAULT.video, num_frames=5, image_size=192, max_video_bytes=1 << 20, max_decoded_frames=99,
+                      max_source_pixels=1 << 16, max_decode_seconds=2.5),  # fmt: skip
+        text=replace(DEFAULT.text, tower="minilm", max_tokens=64, max_text_bytes=4096, pad_tokens_to=32),
+        ocr=replace(DEFAULT.ocr, frames=3, max_side=480, min_score=0.75, max_chars=99, ort_threads=1),
+        encoder=replace(DEFAULT.encoder, ort_threads=2, max_frames_per_run=16),
+    )
+
+
+@pytest.mark.parametrize("target", ["cpu", "gpu"])
+def test_every_step_loads_the_settings_it_was_written_with(tmp_path: Path, target: str) -> None:
+    cfg = _every_setting_changed()
+    write_repository(tmp_path, cfg, target)
+    python_steps = [s for s in step_specs(cfg, target) if s.python]
+    assert len(python_steps) == (5 if target == "cpu" else 3)
+    for spec in python_steps:
+        loaded = read_step_settings(tmp_path / spec.name)
+        want = {name: getattr(cfg, name) for name in spec.sections}
+        if target == "gpu" and "text" in want:  # one token shape for TensorRT's batcher
+            want["text"] = replace(cfg.text, pad_tokens_to=cfg.text.max_tokens)
+        assert loaded == want, spec.name

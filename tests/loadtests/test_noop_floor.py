@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reelserve.spec import contract as c
 from reelserve.client import VideoFeaturesClient
 from reelserve.config import DEFAULT
 from reelserve.export.repository import write_repository
@@ -19,6 +18,8 @@ from reelserve.loadtests.noop_floor import (
     write_noop_repository,
 )
 from reelserve.samples import SampleVideo
+from reelserve.spec import contract as c
+from reelserve.spec.topology import STEP_SECTIONS
 from reelserve.triton.ports import on_free_ports
 from reelserve.triton.server import TritonServer
 
@@ -42,8 +43,8 @@ def test_same_configs_as_reelserve_only_model_py_differs(noop_repository: Path, 
 
 
 def _run(name: str, version_dir: Path, inputs: dict) -> dict[str, np.ndarray]:
-    params = {"num_frames": "8", "image_size": "224", "max_tokens": "128"}
-    (result,) = NOOP_STEPS[name](params, version_dir).run([inputs])
+    settings = {section: getattr(DEFAULT, section) for section in STEP_SECTIONS[name]}
+    (result,) = NOOP_STEPS[name](settings, version_dir).run([inputs])
     return result
 
 

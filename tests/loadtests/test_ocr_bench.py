@@ -2,28 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
-from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2
-
-from reelserve.spec import contract as c
+from reelserve.export.repository import read_step_settings
 from reelserve.loadtests.ocr_bench import ocr_off_repository, per_frame
-
-
-def _parameters(path: Path) -> dict[str, str]:
-    cfg = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
-    return {k: v.string_value for k, v in cfg.parameters.items()}
+from reelserve.spec import contract as c
 
 
 def test_ocr_off_repository_changes_only_ocr_frames(model_repository: Path, tmp_path: Path) -> None:
     off = ocr_off_repository(model_repository, tmp_path / "off")
     for step in (c.PREPROCESS, c.OCR):
-        on_params, off_params = (_parameters(r / step / "config.pbtxt") for r in (model_repository, off))
-        assert on_params["ocr_frames"] != "0" and off_params["ocr_frames"] == "0"
-        assert {k: v for k, v in off_params.items() if k != "ocr_frames"} == {
-            k: v for k, v in on_params.items() if k != "ocr_frames"
-        }
+        on, off_settings = (read_step_settings(r / step) for r in (model_repository, off))
+        assert on["ocr"].frames > 0 and off_settings["ocr"] == replace(on["ocr"], frames=0)
+        assert {k: v for k, v in off_settings.items() if k != "ocr"} == {k: v for k, v in on.items() if k != "ocr"}
     onnx = off / c.TEXT_ENCODER / "1" / "model.onnx"
     assert onnx.is_symlink() and onnx.resolve() == (model_repository / c.TEXT_ENCODER / "1" / "model.onnx").resolve()
     vision = (off / c.VISION_ENCODER / "config.pbtxt").read_text()

@@ -3,44 +3,44 @@ and one bad request never fails its neighbours."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2
 
-from reelserve.spec import contract as c
+from reelserve.config import DEFAULT
+from reelserve.export.repository import read_step_settings
 from reelserve.samples import load_photo, malformed_videos, render_clip
 from reelserve.serving import steps as s
 from reelserve.serving.errors import InvalidInputError
+from reelserve.spec import contract as c
+from reelserve.spec.topology import STEP_SECTIONS
 
 
 def _step(repo: Path, name: str, cls: type[s.Step]) -> s.Step:
-    cfg = text_format.Parse((repo / name / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
-    parameters = {k: v.string_value for k, v in cfg.parameters.items()}
-    return cls(parameters, repo / name / "1")
+    return cls(read_step_settings(repo / name), repo / name / "1")
 
 
 @pytest.fixture(scope="module")
-def vision(model_repository) -> s.VisionEncoder:
-    return _step(model_repository, c.VISION_ENCODER, s.VisionEncoder)
+def vision(model_repository) -> s.VisionEncoderStep:
+    return _step(model_repository, c.VISION_ENCODER, s.VisionEncoderStep)
 
 
 @pytest.fixture(scope="module")
-def text_encoder(model_repository) -> s.TextEncoder:
-    return _step(model_repository, c.TEXT_ENCODER, s.TextEncoder)
+def text_encoder(model_repository) -> s.TextEncoderStep:
+    return _step(model_repository, c.TEXT_ENCODER, s.TextEncoderStep)
 
 
 @pytest.fixture(scope="module")
-def preprocess(model_repository) -> s.Preprocess:
-    return _step(model_repository, c.PREPROCESS, s.Preprocess)
+def preprocess(model_repository) -> s.PreprocessStep:
+    return _step(model_repository, c.PREPROCESS, s.PreprocessStep)
 
 
 @pytest.fixture(scope="module")
-def heads(model_repository) -> s.FusionHeads:
-    return _step(model_repository, c.FUSION_HEADS, s.FusionHeads)
+def heads(model_repository) -> s.FusionHeadsStep:
+    return _step(model_repository, c.FUSION_HEADS, s.FusionHeadsStep)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def _ok(result) -> dict[str, np.ndarray]:
     return result
 
 
-def _texts(preprocess: s.Preprocess, *texts: str) -> dict[str, np.ndarray]:
+def _texts(preprocess: s.PreprocessStep, *texts: str) -> dict[str, np.ndarray]:
     """Token ids and mask exactly as the preprocess step makes them."""
     ids, mask, _ = preprocess.tokenizer.encode([t.encode() for t in texts])
     return {c.INPUT_IDS.name: ids, c.ATTENTION_MASK.name: mask}
@@ -141,7 +141,7 @@ def _heads_input(preprocess, text_encoder, *texts: str) -> dict[str, np.ndarray]
 
 
 def test_heads_text_features_path_equals_text_only(heads, preprocess, text_encoder, model_repository) -> None:
-    from reelserve.export.build import load_fusion_heads
+    from reelserve.models.heads import load_fusion_heads
 
     text = _heads_input(preprocess, text_encoder, "my cat Chelsea napping on the sofa")
     no_frames = {**text, c.FRAME_LOGITS.name: None, c.FRAME_MASK.name: None}
@@ -169,7 +169,7 @@ def test_heads_text_features_path_equals_text_only(heads, preprocess, text_encod
     np.testing.assert_array_equal(got_none[c.SEMANTIC_IDS.name], want.semantic_ids.numpy())
 
 
-def _token_count(preprocess: s.Preprocess, text: str) -> int:
+def _token_count(preprocess: s.PreprocessStep, text: str) -> int:
     """What the served tower's own tokenizer gives (specials and the tower's prefix included)."""
     return int(preprocess.tokenizer.encode([text])[1].sum())
 
@@ -256,15 +256,15 @@ def test_preprocess_bad_utf8_beside_good(preprocess) -> None:
 
 
 @pytest.fixture(scope="module")
-def ocr(model_repository) -> s.Ocr:
-    return _step(model_repository, c.OCR, s.Ocr)
+def ocr(model_repository) -> s.OcrStep:
+    return _step(model_repository, c.OCR, s.OcrStep)
 
 
 def _captioned(photo: str, caption: str, size: tuple[int, int] = (288, 512)) -> bytes:
     return render_clip(load_photo(photo), seconds=1.0, fps=8, size=size, caption=caption)
 
 
-def _ocr_request(preprocess: s.Preprocess, videos: list[bytes], titles: list[str]) -> dict[str, np.ndarray]:
+def _ocr_request(preprocess: s.PreprocessStep, videos: list[bytes], titles: list[str]) -> dict[str, np.ndarray]:
     """preprocess -> ocr exactly as the video_features ensemble wires them."""
     out = _ok(
         preprocess.run(
@@ -308,7 +308,7 @@ def test_preprocess_hands_ocr_its_configured_frames(preprocess, ocr) -> None:
     frames, sizes = req[c.TEXT_FRAMES.name], req[c.TEXT_FRAME_SIZES.name]
     assert frames.shape == (2, 2, 512, 288, 3) and frames.dtype == np.uint8
     assert sizes.tolist() == [[[512, 288]] * 2, [[96, 128]] * 2]
-    assert preprocess.parameters["ocr_frames"] == ocr.parameters["ocr_frames"] == "2"
+    assert preprocess.ocr.frames == ocr.ocr.frames == 2
 
 
 def test_ocr_reads_printed_text_and_tokenizes_it_after_the_title(preprocess, ocr) -> None:
@@ -340,9 +340,9 @@ def test_ocr_long_title_keeps_the_title_and_cuts_printed_text(preprocess, ocr) -
 
 
 def test_ocr_off_gives_empty_text_and_the_title_tokens(model_repository, preprocess) -> None:
-    cfg = text_format.Parse((model_repository / c.OCR / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
-    parameters = {k: v.string_value for k, v in cfg.parameters.items()} | {"ocr_frames": "0"}
-    off = s.Ocr(parameters, model_repository / c.OCR / "1")
+    settings = read_step_settings(model_repository / c.OCR)
+    settings["ocr"] = replace(settings["ocr"], frames=0)
+    off = s.OcrStep(settings, model_repository / c.OCR / "1")
     out = _ok(off.run([_ocr_request(preprocess, [_captioned("coffee", "FRESH COFFEE")], ["my coffee"])])[0])
     assert off.reader is None and out[c.OCR_TEXT.name][0, 0] == b""
     np.testing.assert_array_equal(out[c.INPUT_IDS.name], preprocess.tokenizer.encode([b"my coffee"])[0])
@@ -354,3 +354,9 @@ def test_ocr_failure_is_logged_and_never_refuses(ocr, preprocess, monkeypatch, c
     out = _ok(ocr.run([req])[0])
     assert out[c.OCR_TEXT.name][0, 0] == b""
     assert "OCR failed" in caplog.text and "ZeroDivisionError" in caplog.text
+
+
+def test_every_step_loads_with_the_settings_the_export_wrote(preprocess, vision, ocr, text_encoder, heads) -> None:
+    for step in (preprocess, vision, ocr, text_encoder, heads):
+        assert step.settings == {name: getattr(DEFAULT, name) for name in STEP_SECTIONS[step.name]}, step.name
+    assert vision.max_frames_per_run == DEFAULT.encoder.max_frames_per_run
