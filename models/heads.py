@@ -6,12 +6,18 @@ probability-weighted mix of the text embeddings of its top-T class names. Both t
 and the title's vector are centred on the mean class-name embedding (the text tower's space is
 anisotropic) and renormalised, then mixed into one unit vector. Labels of the zero-shot bank and
 the semantic-ID codebooks live in that same centred space.
+
+`save_heads` / `load_fusion_heads`: the fitted buffers as `heads.npz` and the settings and names
+as `heads.json`, in the `fusion_heads` step's version folder.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -101,3 +107,30 @@ class FusionHeads(nn.Module):
             label_scores=embedding @ self.label_bank.T,
             semantic_ids=self.semantic_ids(embedding),
         )
+
+
+def save_heads(version_dir: Path, heads: FusionHeads, meta: dict) -> None:
+    """`heads.npz` (the fitted buffers) and `heads.json` (`meta`: settings, tag and label names, provenance)."""
+    np.savez(
+        version_dir / "heads.npz",
+        class_embeddings=heads.class_embeddings.numpy(),
+        label_embeddings=heads.label_embeddings_raw.numpy(),
+        codebooks=heads.codebooks.numpy(),
+    )
+    (version_dir / "heads.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
+
+
+def load_fusion_heads(version_dir: Path) -> tuple[FusionHeads, dict]:
+    """The heads exactly as exported, for the PyTorch reference of a served repository."""
+    arrays = np.load(version_dir / "heads.npz")
+    meta = json.loads((version_dir / "heads.json").read_text(encoding="utf-8"))
+    heads = FusionHeads(
+        torch.from_numpy(arrays["class_embeddings"]),
+        torch.from_numpy(arrays["label_embeddings"]),
+        torch.from_numpy(arrays["codebooks"]),
+        top_k_tags=meta["top_k_tags"],
+        conse_top_t=meta["conse_top_t"],
+        video_weight=meta["video_weight"],
+        tag_temperature=meta["tag_temperature"],
+    )
+    return heads.eval(), meta

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
+from .bert_encoder import BertConfig, TextTower, remap_hf_bert_keys
 from .e5_file import E5File, read_e5_file
-from .text_tower import BertConfig, TextTower, remap_hf_bert_keys
 
 XLMR_POSITION_OFFSET = 2  # padding_idx + 1
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .bert_encoder import TextTower
 from .heads import FusionHeads, HeadsOutput
-from .text_tower import TextTower
 from .vision_tower import VisionTower
 
 

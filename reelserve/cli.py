@@ -93,9 +93,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _export_gpu(args: argparse.Namespace) -> int:
+    from reelserve.export.gpu.engines import EngineBuildError
     from reelserve.export.gpu.target import export_gpu
     from reelserve.export.parity import ExportError
-    from reelserve.export.gpu.engines import EngineBuildError
 
     if args.out == DEFAULT.server.model_repository:
         print("reelserve export --target gpu: give --out DIR (the CPU repository stays where it is)", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""export_onnx + check_parity on a tiny module: dynamic batch, self-contained file, parity guard."""
+"""export_onnx + check_parity (export/parity.py) on a tiny module: dynamic batch, self-contained file, parity guard."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import onnx
 import pytest
 import torch
 
-from reelserve.export.onnx_export import MIN_COSINE, ExportError, check_parity, cosine_rows, export_onnx
-from reelserve.serving.steps import ort_session
+from reelserve.export.onnx_export import export_onnx
+from reelserve.export.parity import MIN_COSINE, ExportError, check_parity, cosine_rows
+from reelserve.serving.onnx_runtime import ort_session
 
 FEATURES, HIDDEN = 1200, 16
 NAMES = ["y", "codes"]
@@ -63,7 +64,7 @@ def test_runs_any_batch_size_and_matches_torch(exported) -> None:
 
 def test_parity_passes_on_true_reference(exported) -> None:
     _, session, feeds, reference = exported
-    report = check_parity(session, reference, feeds, NAMES)
+    report = check_parity(reference, session.run(NAMES, feeds), NAMES)
     assert [p.output for p in report] == NAMES
     assert report[0].min_cosine > 0.99999 and report[0].max_abs_error < 1e-5
     assert report[1].min_cosine == 1.0 and report[1].max_abs_error == 0.0
@@ -77,19 +78,19 @@ def test_parity_raises_when_cosine_drops(exported) -> None:
     bad[3] += rng.normal(size=bad[3].shape).astype(np.float32) * 0.5  # one row only
     assert cosine_rows(reference[0], bad).min() < MIN_COSINE
     with pytest.raises(ExportError, match="y: ONNX Runtime vs PyTorch cosine"):
-        check_parity(session, [bad, reference[1]], feeds, NAMES)
+        check_parity([bad, reference[1]], session.run(NAMES, feeds), NAMES)
 
 
 def test_parity_tolerates_tiny_float_noise(exported) -> None:
     _, session, feeds, reference = exported
     noisy = reference[0] + np.float32(1e-4)
-    check_parity(session, [noisy, reference[1]], feeds, NAMES)
+    check_parity([noisy, reference[1]], session.run(NAMES, feeds), NAMES)
 
 
 def test_parity_raises_on_shape_mismatch(exported) -> None:
     _, session, feeds, reference = exported
     with pytest.raises(ExportError, match="shape"):
-        check_parity(session, [reference[0][:, :-1], reference[1]], feeds, NAMES)
+        check_parity([reference[0][:, :-1], reference[1]], session.run(NAMES, feeds), NAMES)
 
 
 def test_parity_raises_on_integer_mismatch_in_many_rows(exported) -> None:
@@ -97,7 +98,7 @@ def test_parity_raises_on_integer_mismatch_in_many_rows(exported) -> None:
     codes = reference[1].copy()
     codes[:, :10] = 1 - codes[:, :10]  # 50 of 6000 values (0.8%)
     with pytest.raises(ExportError, match="codes"):
-        check_parity(session, [reference[0], codes], feeds, NAMES)
+        check_parity([reference[0], codes], session.run(NAMES, feeds), NAMES)
 
 
 def test_parity_integer_outputs_must_match_exactly(exported) -> None:
@@ -105,7 +106,7 @@ def test_parity_integer_outputs_must_match_exactly(exported) -> None:
     codes = reference[1].copy()
     codes[0, 0] = 7  # one wrong value out of 6000
     with pytest.raises(ExportError):
-        check_parity(session, [reference[0], codes], feeds, NAMES)
+        check_parity([reference[0], codes], session.run(NAMES, feeds), NAMES)
 
 
 def test_cosine_rows_both_zero_is_one() -> None:
@@ -116,11 +117,13 @@ def test_cosine_rows_both_zero_is_one() -> None:
 
 @pytest.mark.parametrize("bad_value", [np.nan, np.inf])
 def test_parity_raises_on_non_finite_output(bad_value: float) -> None:
-    class FakeSession:
-        def run(self, names, feeds):
-            out = np.ones((2, 3), np.float32)
-            out[1, 0] = bad_value
-            return [out]
-
+    out = np.ones((2, 3), np.float32)
+    out[1, 0] = bad_value
     with pytest.raises(ExportError):
-        check_parity(FakeSession(), [np.ones((2, 3), np.float32)], {}, ["y"])
+        check_parity([np.ones((2, 3), np.float32)], [out], ["y"])
+
+
+def test_parity_names_the_runtime_and_the_step() -> None:
+    want = np.eye(2, dtype=np.float32)
+    with pytest.raises(ExportError, match="text_encoder.y: TensorRT vs PyTorch cosine"):
+        check_parity([want], [want[::-1].copy()], ["y"], runtime="TensorRT", step="text_encoder")

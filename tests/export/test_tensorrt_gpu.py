@@ -27,16 +27,16 @@ F16, I32 = onnx.TensorProto.FLOAT16, onnx.TensorProto.INT32
 def test_plugins_register_with_an_aot_implementation() -> None:
     from tensorrt.plugin._lib import QDP_REGISTRY
 
-    from reelserve.export import trt_plugins
+    from reelserve.export.gpu import plugins
 
-    for plugin in trt_plugins.PLUGINS:
+    for plugin in plugins.PLUGINS:
         assert plugin in QDP_REGISTRY, plugin
         assert QDP_REGISTRY[plugin].aot_impl_func is not None, plugin
 
 
 def _one_node_engine(tmp_path: Path, op_type: str, inputs: dict, out_rank: int, profile: dict) -> Path:
-    from reelserve.export.gpu_onnx import DOMAIN
-    from reelserve.export.tensorrt_build import build_engine
+    from reelserve.export.gpu.engines import build_engine
+    from reelserve.export.gpu.plugin_onnx import DOMAIN
 
     node = onnx.helper.make_node(op_type, list(inputs), ["out"], domain=DOMAIN, plugin_namespace=DOMAIN, aot=1)
     graph = onnx.helper.make_graph(
@@ -54,7 +54,7 @@ def _one_node_engine(tmp_path: Path, op_type: str, inputs: dict, out_rank: int, 
 
 @needs_gpu
 def test_fused_attention_plugin_in_an_engine_matches_the_reference(tmp_path: Path) -> None:
-    from reelserve.export.tensorrt_build import EngineRunner
+    from reelserve.export.gpu.engines import EngineRunner
     from reelserve.kernels.reference import attention_reference
 
     io = {n: (F16, ["b", 12, f"l{n}", 32]) for n in ("q", "k", "v")} | {"mask": (I32, ["b", "lk"])}
@@ -73,7 +73,7 @@ def test_fused_attention_plugin_in_an_engine_matches_the_reference(tmp_path: Pat
 
 @needs_gpu
 def test_masked_mean_pool_plugin_in_an_engine_matches_the_reference(tmp_path: Path) -> None:
-    from reelserve.export.tensorrt_build import EngineRunner
+    from reelserve.export.gpu.engines import EngineRunner
     from reelserve.kernels.reference import masked_mean_pool_reference
 
     io = {"x": (F16, ["b", "l", 384]), "mask": (I32, ["b", "l"])}
@@ -87,7 +87,7 @@ def test_masked_mean_pool_plugin_in_an_engine_matches_the_reference(tmp_path: Pa
 
 @needs_gpu
 def test_every_encoder_engine_matches_pytorch(model_repository: Path, tmp_path: Path) -> None:
-    from reelserve.export.gpu import export_gpu
+    from reelserve.export.gpu.target import export_gpu
 
     report = export_gpu(tmp_path, DEFAULT, onnx_only=False, cpu_repository=model_repository, progress=False)
     for key, entry in report["graphs"].items():

@@ -30,7 +30,8 @@ def clips() -> dict[str, bytes]:
 def reference(model_repository: Path):
     """The PyTorch pipeline with the exact heads (and tag names) the repository serves."""
     from reelserve.config import DEFAULT
-    from reelserve.export.build import load_fusion_heads, served_text_tower
+    from reelserve.export.cpu import served_text_tower
+    from reelserve.models.heads import load_fusion_heads
     from reelserve.models.pipeline import VideoFeaturesModel
     from reelserve.models.vision_tower import load_efficientnet_lite0
     from reelserve.serving.video_decode import decode_videos

@@ -147,7 +147,7 @@ def test_dispatcher_env_switch(monkeypatch) -> None:
 def test_text_tower_runs_through_the_triton_kernels(monkeypatch) -> None:
     """The models call the dispatcher, so forcing Triton changes the path but not the answer."""
     from reelserve.kernels import l2_normalize, masked_mean_pool
-    from reelserve.models.text_tower import BertConfig, TextTower
+    from reelserve.models.bert_encoder import BertConfig, TextTower
 
     torch.manual_seed(0)
     tower = TextTower(BertConfig(vocab_size=50, hidden=64, layers=2, heads=2, intermediate=128)).eval()

@@ -51,7 +51,7 @@ class _Attend(torch.nn.Module):
 def _single_node_model(
     op_type: str, inputs: dict[str, tuple[int, list]], attrs: dict, out_rank: int
 ) -> onnx.ModelProto:
-    from reelserve.export.gpu_onnx import DOMAIN, FUNCTIONS
+    from reelserve.export.gpu.plugin_onnx import DOMAIN, FUNCTIONS
 
     node = onnx.helper.make_node(op_type, list(inputs), ["out"], domain=DOMAIN, **attrs)
     graph = onnx.helper.make_graph(

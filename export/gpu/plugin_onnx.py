@@ -31,7 +31,7 @@ from onnxscript import opset18 as op
 
 from reelserve.kernels.custom_ops import as_custom_ops
 
-from .onnx_export import dynamo_program
+from ..onnx_export import dynamo_program
 
 DOMAIN = "reelserve"
 PLUGIN_OPS = ("FusedAttention", "MaskedMeanPool")

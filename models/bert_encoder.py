@@ -1,4 +1,7 @@
-"""BERT-style text tower (all-MiniLM-L6-v2 today): token ids -> contextual token states.
+"""The BERT-family encoder both text towers are (`TextTower`): token ids -> contextual token states.
+
+all-MiniLM-L6-v2 loads here (`load_minilm`); multilingual-e5-small is the same architecture
+with XLM-R's vocabulary (`multilingual_tower`); `text_towers` lists what export can serve.
 
 Written out (not `transformers.BertModel`) so its attention goes through
 `reelserve.kernels.fused_attention` and the ONNX export sees plain ops we control.

@@ -1,15 +1,16 @@
 """`reelserve export --target gpu`: encoders -> plugin ONNX graphs -> TensorRT engines -> a GPU model repository.
 
 Per encoder and precision (fp32 plus `GpuConfig.precisions`):
-1. export the encoder with our kernels as `reelserve::*` nodes (`gpu_onnx`), check the graph
+1. export the encoder with our kernels as `reelserve::*` nodes (`plugin_onnx`), check the graph
    with `onnx.checker` and strict shape inference, and check parity with PyTorch on CPU by
    running its CPU-runnable form in ONNX Runtime (fp32 always; fp16/bf16 where ONNX Runtime's
    CPU kernels exist, the report says where not);
-2. unless `--onnx-only`: build a TensorRT engine (`tensorrt_build`, plugins from
-   `trt_plugins`) and check its parity with PyTorch on the GPU (cosine >= 0.999 per output);
+2. unless `--onnx-only`: build a TensorRT engine (`engines`, plugins from `plugins`) and
+   check its parity with PyTorch on the GPU (cosine >= 0.999 per output);
 3. write the GPU model repository: the same ensembles and python steps as the CPU target (their
    artifacts come from the CPU export), the encoders as `tensorrt_plan` models holding the
    `GpuConfig.serve_precision` engines.
+Parity is `export.parity.check_parity`, the CPU export's own check.
 Everything lands in `--out`: `onnx/`, `engines/`, `timing.cache`, `model_repository/`,
 `gpu-report.json`.
 """
@@ -30,15 +31,18 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from reelserve import __version__
-from reelserve import contract as c
 from reelserve.config import ReelserveConfig
-from reelserve.models.text_tower import TextTower
+from reelserve.models.bert_encoder import TextTower
 from reelserve.models.text_towers import TOKENIZER_FILE, TOWER_FILE, tower_spec
 from reelserve.models.vision_tower import VisionTower, load_efficientnet_lite0
+from reelserve.serving.text_tokenize import TextTokenizer
+from reelserve.spec import contract as c
 
-from . import repository
-from .gpu_onnx import cast_module, custom_nodes, export_gpu_onnx
-from .onnx_export import MIN_COSINE, ExportError, cosine_rows
+from .. import repository
+from ..cpu import export_cpu
+from ..parity import check_parity, parity_clips
+from .engines import EngineRunner, build_engine
+from .plugin_onnx import cast_module, custom_nodes, export_gpu_onnx
 
 REPORT = "gpu-report.json"
 
@@ -82,10 +86,6 @@ def encoder_graphs(
     cfg: ReelserveConfig, vision: VisionTower, text: TextTower, cpu_repository: Path
 ) -> list[EncoderGraph]:
     """The two GPU encoders with sample inputs; titles tokenised by the CPU export's own preprocess files."""
-    from reelserve.serving.text_tokenize import TextTokenizer
-
-    from .build import parity_clips
-
     clip, clip_mask, titles = parity_clips(cfg)
     tokenizer = TextTokenizer.from_folder(Path(cpu_repository) / c.PREPROCESS / "1", cfg.text)
     ids, amask, _ = tokenizer.encode(titles)
@@ -129,21 +129,6 @@ def check_graph(model: onnx.ModelProto) -> None:
     onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
 
 
-def parity(name: str, want: Sequence[np.ndarray], got: Sequence[np.ndarray], names: Sequence[str]) -> list[dict]:
-    """Cosine per row and max abs error per output; raises below MIN_COSINE."""
-    rows = []
-    for out, w, g in zip(names, want, got, strict=True):
-        if w.shape != g.shape:
-            raise ExportError(f"{name}.{out}: shape {g.shape} != PyTorch {w.shape}")
-        if not np.isfinite(g).all():
-            raise ExportError(f"{name}.{out}: non-finite values")
-        cos = float(cosine_rows(w, g.astype(w.dtype)).min())
-        rows.append({"output": out, "min_cosine": cos, "max_abs_error": float(np.abs(w - g).max(initial=0))})
-        if not cos >= MIN_COSINE:
-            raise ExportError(f"{name}.{out}: cosine {cos:.6f} vs PyTorch < {MIN_COSINE}")
-    return rows
-
-
 def ort_parity(graph: EncoderGraph, model: onnx.ModelProto, want: Sequence[np.ndarray]) -> list[dict] | str:
     """ONNX Runtime (CPU) on the CPU-runnable graph; a string says why it could not run."""
     import onnxruntime as ort
@@ -155,7 +140,8 @@ def ort_parity(graph: EncoderGraph, model: onnx.ModelProto, want: Sequence[np.nd
             return f"not run: ONNX Runtime's CPU provider has no kernel for it ({str(e).splitlines()[0][:160]})"
         raise
     feeds = {n: x.numpy() for n, x in zip(graph.input_names, graph.sample, strict=True)}
-    return parity(graph.name, want, session.run(list(graph.output_names), feeds), graph.output_names)
+    got = session.run(list(graph.output_names), feeds)
+    return [p.as_dict() for p in check_parity(want, got, graph.output_names, step=graph.name)]
 
 
 def export_gpu(
@@ -168,8 +154,6 @@ def export_gpu(
     log: Callable[[str], None] = print,
 ) -> dict:
     """Write `out/` (see module doc); returns the report also saved as `out/gpu-report.json`."""
-    from .build import export_cpu
-
     out = Path(out)
     precisions = ["fp32", *[p for p in cfg.gpu.precisions if p != "fp32"]]
     if cfg.gpu.serve_precision not in precisions:
@@ -208,8 +192,6 @@ def export_gpu(
             }
             bar.update(1)
             if not onnx_only:
-                from .tensorrt_build import EngineRunner, build_engine
-
                 bar.set_postfix_str(f"{graph.name} {precision} engine")
                 engine = out / "engines" / f"{graph.name}.{precision}.plan"
                 built = build_engine(
@@ -223,9 +205,11 @@ def export_gpu(
                 )
                 got = EngineRunner(engine)(dict(zip(graph.input_names, graph.sample, strict=True)))
                 entry["engine"] = {"path": str(engine.relative_to(out)), "seconds": built.seconds, "bytes": built.bytes}
-                entry["engine_parity"] = parity(
-                    graph.name, want, [got[n].float().cpu().numpy() for n in graph.output_names], graph.output_names
-                )
+                outputs = [got[n].float().cpu().numpy() for n in graph.output_names]
+                entry["engine_parity"] = [
+                    p.as_dict()
+                    for p in check_parity(want, outputs, graph.output_names, runtime="TensorRT", step=graph.name)
+                ]
                 report["tensorrt"] = built.tensorrt
                 engines[f"{graph.name}.{precision}"] = engine
                 bar.update(1)

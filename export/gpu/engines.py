@@ -1,6 +1,6 @@
 """ONNX (plugin graph) -> TensorRT engine, and a small runner to check and time engines.
 
-Strongly typed networks: the precision is the ONNX graph's (see `gpu_onnx`), so an fp16 graph
+Strongly typed networks: the precision is the ONNX graph's (see `plugin_onnx`), so an fp16 graph
 gives an fp16 engine with no builder flags that could silently promote or demote layers. One
 optimisation profile per engine covers batch, frames and tokens (min/opt/max from the
 config); a persistent timing cache makes rebuilds take seconds instead of minutes.
@@ -39,7 +39,7 @@ def _trt():
             "building TensorRT engines needs the 'tensorrt' package and an NVIDIA GPU; "
             "use --onnx-only on a machine without them"
         ) from e
-    from . import trt_plugins  # noqa: F401  (registers the reelserve::* plugins)
+    from . import plugins  # noqa: F401  (registers the reelserve::* plugins; needs tensorrt)
 
     return trt
 

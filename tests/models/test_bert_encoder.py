@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from reelserve.config import TextConfig
-from reelserve.export.build import embed_texts, tokenizer_json
-from reelserve.models.text_tower import load_hf_bert, load_minilm, minilm_dir, remap_hf_bert_keys
+from reelserve.export.cpu import embed_texts
+from reelserve.models.bert_encoder import load_hf_bert, load_minilm, minilm_dir, remap_hf_bert_keys
 from reelserve.serving.text_tokenize import TextTokenizer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -37,7 +37,7 @@ def minilm():
 
 @pytest.fixture(scope="module")
 def tokenizer_256() -> TextTokenizer:
-    return TextTokenizer(tokenizer_json(), TextConfig(max_tokens=256))
+    return TextTokenizer(minilm_dir() / "tokenizer.json", TextConfig(max_tokens=256))
 
 
 def test_matches_sentence_transformers(minilm, tokenizer_256) -> None:
@@ -137,7 +137,7 @@ def test_remap_drops_prefixed_pooler() -> None:
 
 
 def test_padding_invariance(minilm) -> None:
-    tok = TextTokenizer(tokenizer_json(), TextConfig())
+    tok = TextTokenizer(minilm_dir() / "tokenizer.json", TextConfig())
     short, longer = "a cat on a sofa", "a much longer title about a rocket launch seen from the beach at night"
     ids_alone, mask_alone, _ = tok.encode([short])
     ids_batch, mask_batch, _ = tok.encode([longer, short])
