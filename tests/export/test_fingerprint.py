@@ -12,7 +12,7 @@ import pytest
 
 from reelserve.config import DEFAULT, REPO_ROOT
 from reelserve.export import cpu, repository
-from reelserve.export.fingerprint import export_fingerprint, import_closure, package_dirs
+from reelserve.export.fingerprint import CONFIG_SECTIONS, export_fingerprint, import_closure, package_dirs
 
 TOKENIZER_SOURCE = "reelserve/serving/text_tokenize.py"
 
@@ -97,6 +97,7 @@ def test_editing_what_the_export_does_not_read_leaves_it(tree: Path, source: str
 
 
 def test_server_gpu_and_slo_config_are_not_in_it_the_export_sections_are(tree: Path) -> None:
+    assert not {"server", "gpu", "slo"} & set(CONFIG_SECTIONS)
     before = export_fingerprint(DEFAULT, tree)
     unrelated = replace(
         DEFAULT,
