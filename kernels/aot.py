@@ -5,8 +5,10 @@
 is where register spills land. A config that spills or overflows shared memory on either chip
 does not belong in the autotune space: `tests/kernels/test_aot_compile.py` enforces that.
 
-Run: `python -m reelserve.kernels.aot` (prints a table; `--json` for machines). Must run without
-`TRITON_INTERPRET` (the interpreter replaces `@triton.jit` functions at import time).
+The cases come from each op module's `aot_cases()` (`OPS` below); this module only enumerates,
+compiles and reports. Run: `python -m reelserve.kernels.aot` (prints a table; `--json` for
+machines). Must run without `TRITON_INTERPRET` (the interpreter replaces `@triton.jit`
+functions at import time).
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import os
 import re
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,10 +27,14 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
+from . import attention, l2_norm, mean_pool
+from ._common import KernelCase
+
 # Max shared memory per block (opt-in), bytes: A100 (sm_80) 163 KiB, H100 (sm_90) 227 KiB.
 SHARED_LIMIT = {80: 163 * 1024, 90: 227 * 1024}
 ARCHES = (80, 90)
-DTYPES = {"fp16": "*fp16", "bf16": "*bf16", "fp32": "*fp32"}
+# The op modules; each has `aot_cases() -> Iterator[(KernelCase, triton.Config)]`.
+OPS = (attention, mean_pool, l2_norm)
 
 
 @dataclass(frozen=True)
@@ -48,72 +53,9 @@ class CompileReport:
         return self.spill_bytes == 0 and self.shared_bytes <= self.shared_limit
 
 
-@dataclass(frozen=True)
-class KernelCase:
-    name: str
-    fn: object  # the JITFunction
-    variant: str
-    signature: dict[str, str]
-    constexprs: dict[str, object]
-    divisible_by_16: tuple[str, ...]  # args Triton would specialise as multiples of 16 at run time
-
-
-def _jit(kernel) -> object:
-    fn = kernel.fn if isinstance(kernel, triton.runtime.Autotuner) else kernel
-    if not hasattr(fn, "arg_names"):
-        raise RuntimeError("kernels are interpreted (TRITON_INTERPRET=1); run the AOT compile without it")
-    return fn
-
-
 def _config_str(config: triton.Config) -> str:
     blocks = " ".join(f"{k}={v}" for k, v in sorted(config.kwargs.items()))
     return f"{blocks} warps={config.num_warps} stages={config.num_stages}"
-
-
-def attention_cases() -> Iterator[tuple[KernelCase, triton.Config]]:
-    from . import attention
-
-    fn = _jit(attention._attention_fwd_kernel)
-    for dtype, head_dim, has_mask, causal in [
-        (dt, d, m, c) for dt in ("fp16", "bf16") for d in (32, 64, 128) for m, c in ((True, False), (False, True))
-    ]:
-        signature = {name: "i32" for name in fn.arg_names}
-        signature.update({p: DTYPES[dtype] for p in ("q_ptr", "k_ptr", "v_ptr", "o_ptr")})
-        signature.update({"mask_ptr": "*i8", "qk_scale": "fp32"})
-        for config in attention.attention_configs(head_dim):
-            constexprs = {
-                "HEAD_DIM": head_dim,
-                "HAS_MASK": has_mask,
-                "CAUSAL": causal,
-                "stride_qd": 1,
-                "stride_kd": 1,
-                "stride_vd": 1,
-                "stride_od": 1,
-                "stride_mn": 1,
-                **config.kwargs,
-            }
-            for name in constexprs:
-                signature[name] = "constexpr"
-            case = KernelCase(
-                "fused_attention",
-                fn,
-                f"{dtype} d={head_dim} {'mask' if has_mask else 'causal'}",
-                dict(signature),
-                constexprs,
-                ("q_ptr", "k_ptr", "v_ptr", "o_ptr", "stride_qm", "stride_kn", "stride_vn", "stride_om"),
-            )
-            yield case, config
-
-
-CASES: dict[str, Callable[[], Iterator[tuple[KernelCase, triton.Config]]]] = {"fused_attention": attention_cases}
-
-
-def _register_pooling_cases() -> None:
-    try:
-        from .pooling import aot_cases
-    except ImportError:  # pooling kernels not present
-        return
-    CASES.update(aot_cases())
 
 
 def _resource_usage(cubin: bytes) -> tuple[int, int, int]:
@@ -153,40 +95,13 @@ def compile_case(case: KernelCase, config: triton.Config, arch: int) -> CompileR
     )
 
 
-@dataclass(frozen=True)
-class PluginKernel:
-    """What a TensorRT AOT plugin needs from one compiled kernel."""
-
-    name: str
-    ptx: str
-    num_warps: int
-    shared: int  # dynamic shared memory, bytes
-
-
-def compile_plugin_kernel(
-    fn, signature: dict[str, str], constexprs: dict[str, object], options: dict[str, int], arch: int | None = None
-) -> PluginKernel:
-    """Compile one plugin entry point to PTX: for `arch` (80, 90, ...) or, with None, the local GPU."""
-    fn = _jit(fn)
-    src = ASTSource(fn=fn, signature=signature, constexprs=constexprs)
-    target = GPUTarget("cuda", arch, 32) if arch is not None else None
-    compiled = triton.compile(src, target=target, options=options)
-    if getattr(compiled.metadata, "global_scratch_size", 0) or getattr(compiled.metadata, "profile_scratch_size", 0):
-        raise RuntimeError(
-            f"{compiled.metadata.name} needs Triton scratch memory, which a TensorRT plugin cannot give it"
-        )
-    return PluginKernel(
-        compiled.metadata.name, compiled.asm["ptx"], compiled.metadata.num_warps, compiled.metadata.shared
-    )
-
-
 def _all_cases(kernels: list[str] | None) -> list[tuple[KernelCase, triton.Config, int]]:
-    _register_pooling_cases()
+    """Every (case, config, arch) to compile, in a fixed order (workers rebuild it by index)."""
     return [
         (case, config, arch)
-        for name, cases in CASES.items()
-        if not kernels or name in kernels
-        for case, config in cases()
+        for op in OPS
+        for case, config in op.aot_cases()
+        if not kernels or case.name in kernels
         for arch in ARCHES
     ]
 

@@ -13,15 +13,21 @@ j <= i + Lk - Lq), as in `kernels.reference.attention_reference`, which is this 
 
 References: Triton's `06-fused-attention.py` tutorial; FlashAttention-2 (Dao, 2023);
 generative-recommenders' ragged HSTU attention (power-of-two length buckets in autotune keys).
+
+Also here: the TensorRT plugin entry point `_attention_plugin_kernel` (compiled by
+`reelserve.export` through `kernels.plugin`) and `aot_cases()` for `kernels.aot`.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import torch
 import triton
 import triton.language as tl
+
+from ._common import AOT_DTYPES, DTYPES, KernelCase, aot_signature, jit_fn
 
 LOG2E = 1.4426950408889634
 HEAD_DIMS = (32, 64, 128)
@@ -155,9 +161,9 @@ def _attention_fwd_kernel(
 _attention_fwd = _attention_fwd_kernel.fn  # the un-tuned body, callable from another kernel
 
 
-# TensorRT plugin entry point (`reelserve.export.trt_plugins`): TensorRT's AOT plugins pass the
-# input pointers, then int32 scalars, then the output pointers, on contiguous tensors, so this
-# kernel derives the strides from the dims and runs the same body as the launcher above.
+# TensorRT plugin entry point (for the TensorRT plugins of `reelserve.export`): TensorRT's AOT
+# plugins pass the input pointers, then int32 scalars, then the output pointers, on contiguous
+# tensors, so this kernel derives the strides from the dims and runs the same body as the launcher above.
 #   *{fp16|bf16|fp32} q, k, v [B, H, L, D], *i32 mask [B, Lk], i32 B, H, LQ, LK, *{as q} o,
 #   constexpr QK_SCALE (softmax scale * log2 e), HEAD_DIM, CAUSAL, BLOCK_M, BLOCK_N
 # Grid: (cdiv(LQ, BLOCK_M), B * H).
@@ -196,12 +202,35 @@ def attention_plugin_kernel_spec(
 ) -> tuple[object, dict[str, str], dict[str, object], dict[str, int]]:
     """(kernel, signature, constexprs, options) for compiling `_attention_plugin_kernel`."""
     bm, bn, warps, stages = tile
-    ptr = {"fp16": "*fp16", "bf16": "*bf16", "fp32": "*fp32"}[dtype]
+    ptr = AOT_DTYPES[dtype]
     scale = head_dim**-0.5 if scale is None or scale <= 0 else scale
     constexprs = {"QK_SCALE": scale * LOG2E, "HEAD_DIM": head_dim, "CAUSAL": causal, "BLOCK_M": bm, "BLOCK_N": bn}
     signature = {"q_ptr": ptr, "k_ptr": ptr, "v_ptr": ptr, "mask_ptr": "*i32", "B": "i32", "H": "i32"}
     signature |= {"LQ": "i32", "LK": "i32", "o_ptr": ptr} | {name: "constexpr" for name in constexprs}
     return _attention_plugin_kernel, signature, constexprs, {"num_warps": warps, "num_stages": stages}
+
+
+def aot_cases() -> Iterator[tuple[KernelCase, triton.Config]]:
+    """Every (case, config) `kernels.aot` compiles: fp16/bf16 x each head dim x (padding mask |
+    causal) x that head dim's tiles, with the unit feature strides specialised to 1."""
+    fn = jit_fn(_attention_fwd_kernel)
+    for dtype, head_dim, has_mask, causal in [
+        (dt, d, m, c) for dt in ("fp16", "bf16") for d in HEAD_DIMS for m, c in ((True, False), (False, True))
+    ]:
+        pointers = {p: AOT_DTYPES[dtype] for p in ("q_ptr", "k_ptr", "v_ptr", "o_ptr")} | {"mask_ptr": "*i8"}
+        for config in attention_configs(head_dim):
+            constexprs = {"HEAD_DIM": head_dim, "HAS_MASK": has_mask, "CAUSAL": causal}
+            constexprs |= {name: 1 for name in ("stride_qd", "stride_kd", "stride_vd", "stride_od", "stride_mn")}
+            constexprs |= config.kwargs
+            case = KernelCase(
+                "fused_attention",
+                fn,
+                f"{dtype} d={head_dim} {'mask' if has_mask else 'causal'}",
+                aot_signature(fn, pointers, ("qk_scale",), constexprs),
+                constexprs,
+                ("q_ptr", "k_ptr", "v_ptr", "o_ptr", "stride_qm", "stride_kn", "stride_vn", "stride_om"),
+            )
+            yield case, config
 
 
 def fused_attention_triton(
@@ -221,7 +250,7 @@ def fused_attention_triton(
         raise ValueError(f"k and v must be [B={b}, H={h}, Lk, D={d}]; got {tuple(k.shape)}, {tuple(v.shape)}")
     if d not in HEAD_DIMS:
         raise ValueError(f"head dim {d} is not supported; use one of {HEAD_DIMS}")
-    if not (q.dtype == k.dtype == v.dtype) or q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+    if not (q.dtype == k.dtype == v.dtype) or q.dtype not in DTYPES:
         raise ValueError(f"q, k, v must share one of fp32/fp16/bf16; got {q.dtype}, {k.dtype}, {v.dtype}")
     lk = k.shape[2]
     if key_padding_mask is not None and tuple(key_padding_mask.shape) != (b, lk):

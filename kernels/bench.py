@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .reference import attention_pool_reference, attention_reference, masked_mean_pool_reference
+from .reference import attention_reference, masked_mean_pool_reference
 
 H100_TFLOPS = 989.0
 H100_GBPS = 3350.0
@@ -105,40 +105,33 @@ def bench_attention(dtype: torch.dtype) -> list[dict]:
 
 
 def bench_pooling(dtype: torch.dtype) -> list[dict]:
-    from .pooling import attention_pool_triton, masked_mean_pool_triton
+    from .mean_pool import masked_mean_pool_triton
 
     rows = []
-    for b, length, d, heads in ((64, 128, 384, 12), (256, 64, 384, 12), (128, 8, 1280, 10)):
+    for b, length, d in ((64, 128, 384), (256, 64, 384), (128, 8, 1280)):
         x = torch.randn(b, length, d, device="cuda", dtype=dtype)
         mask = _padding_mask(b, length, 0.3, "cuda")
-        query = torch.randn(heads, d // heads, device="cuda", dtype=dtype)
         moved = x.numel() * x.element_size() + mask.numel() + b * d * x.element_size()
-        for op, providers in {
-            "masked_mean_pool": {
-                "triton": lambda: masked_mean_pool_triton(x, mask),  # noqa: B023
-                "eager": lambda: masked_mean_pool_reference(x, mask),  # noqa: B023
-            },
-            "attention_pool": {
-                "triton": lambda: attention_pool_triton(x, mask, query),  # noqa: B023
-                "eager": lambda: attention_pool_reference(x, mask, query),  # noqa: B023
-            },
-        }.items():
-            times = {name: _time_ms(fn) for name, fn in providers.items()}
-            for name, ms in times.items():
-                gbps = moved / ms / 1e6
-                rows.append(
-                    {
-                        "op": op,
-                        "shape": f"B{b} L{length} D{d}",
-                        "dims": f"pad30% H{heads}" if op == "attention_pool" else "pad30%",
-                        "dtype": str(dtype).removeprefix("torch."),
-                        "provider": name,
-                        "ms": ms,
-                        "throughput": f"{gbps:.0f} GB/s",
-                        "vs_peer": times["eager"] / ms,
-                        "vs_peak": gbps / H100_GBPS,
-                    }
-                )
+        providers: dict[str, Callable[[], object]] = {
+            "triton": lambda: masked_mean_pool_triton(x, mask),  # noqa: B023
+            "eager": lambda: masked_mean_pool_reference(x, mask),  # noqa: B023
+        }
+        times = {name: _time_ms(fn) for name, fn in providers.items()}
+        for name, ms in times.items():
+            gbps = moved / ms / 1e6
+            rows.append(
+                {
+                    "op": "masked_mean_pool",
+                    "shape": f"B{b} L{length} D{d}",
+                    "dims": "pad30%",
+                    "dtype": str(dtype).removeprefix("torch."),
+                    "provider": name,
+                    "ms": ms,
+                    "throughput": f"{gbps:.0f} GB/s",
+                    "vs_peer": times["eager"] / ms,
+                    "vs_peak": gbps / H100_GBPS,
+                }
+            )
     return rows
 
 

@@ -4,11 +4,11 @@ Inside `as_custom_ops()`, the dispatch functions of `reelserve.kernels` call the
 of tracing into the reference, so `torch.onnx.export` sees one `fused_attention` /
 `masked_mean_pool` node per call, which `reelserve.export.gpu_onnx` turns into a
 `reelserve::FusedAttention` / `reelserve::MaskedMeanPool` ONNX node and TensorRT runs as our
-Triton kernel (`reelserve.export.trt_plugins`). Masks cross the op boundary as int32 (1 = real):
+Triton kernel (the TensorRT plugins of `reelserve.export`). Masks cross the op boundary as int32 (1 = real):
 TensorRT plugins take int32 everywhere, bool not on every version.
 
-Eager calls run the same code as the dispatch functions (Triton on CUDA, else the reference in
-`reference.py`); the fake implementations give shapes to the exporter.
+Eager calls run the same code as the dispatch functions (`_dispatch.py`: Triton on CUDA, else
+the reference in `reference.py`); the fake implementations give shapes to the exporter.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import contextvars
 from collections.abc import Iterator
 
 import torch
+
+from ._dispatch import fused_attention_eager, masked_mean_pool_eager
 
 _ENABLED = contextvars.ContextVar("reelserve_custom_ops", default=False)
 
@@ -41,10 +43,7 @@ def fused_attention_op(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, causal: bool, scale: float
 ) -> torch.Tensor:
     """`[B, H, L, D]` attention with an int32 `[B, Lk]` key mask; `scale <= 0` means 1/sqrt(D)."""
-    from . import fused_attention
-
-    with as_custom_ops(False):  # the op's own body runs the plain kernels
-        return fused_attention(q, k, v, mask != 0, causal=causal, scale=scale if scale > 0 else None)
+    return fused_attention_eager(q, k, v, mask != 0, causal=causal, scale=scale if scale > 0 else None)
 
 
 @fused_attention_op.register_fake
@@ -55,10 +54,7 @@ def _(q, k, v, mask, causal, scale):
 @torch.library.custom_op("reelserve::masked_mean_pool", mutates_args=())
 def masked_mean_pool_op(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """`[B, L, D]` with an int32 `[B, L]` mask -> `[B, D]`."""
-    from . import masked_mean_pool
-
-    with as_custom_ops(False):  # the op's own body runs the plain kernels
-        return masked_mean_pool(x, mask != 0)
+    return masked_mean_pool_eager(x, mask != 0)
 
 
 @masked_mean_pool_op.register_fake

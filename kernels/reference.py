@@ -52,21 +52,3 @@ def l2_normalize_reference(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     norm = torch.linalg.vector_norm(xf, dim=-1, keepdim=True).clamp(min=eps)
     return (xf / norm).to(x.dtype)
 
-
-def attention_pool_reference(
-    x: torch.Tensor,  # [B, L, D], D = H * Dh; keys = values = x split into H heads
-    mask: torch.Tensor,  # [B, L] bool, True = real
-    query: torch.Tensor,  # [H, Dh], one learned query per head
-    scale: float | None = None,
-) -> torch.Tensor:  # [B, D]
-    """Learned-query multi-head attention pooling; a row with no real position pools to zeros."""
-    dtype = x.dtype
-    h, dh = query.shape
-    scale = dh**-0.5 if scale is None else scale
-    xh = x.float().unflatten(-1, (h, dh)).transpose(1, 2)  # [B, H, L, Dh]
-    scores = torch.matmul(xh, query.float().unsqueeze(-1)).squeeze(-1) * scale  # [B, H, L]
-    valid = mask[:, None, :]  # [B, 1, L]
-    scores = scores.masked_fill(~valid, torch.finfo(torch.float32).min)
-    probs = torch.softmax(scores, dim=-1) * valid.any(dim=-1, keepdim=True)  # [B, H, L]
-    out = torch.matmul(probs.unsqueeze(-2), xh).squeeze(-2)  # [B, H, Dh]
-    return out.flatten(1).to(dtype)

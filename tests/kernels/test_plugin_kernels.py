@@ -3,7 +3,8 @@
 TensorRT hands an AOT plugin contiguous tensors and int32 scalars only; these kernels derive
 their strides from the dims. Here they run in Triton's interpreter on CPU (or on a GPU when
 present) against the PyTorch reference with the plugin's exact argument order, and are
-compiled to PTX ahead of time in a clean subprocess, the way `trt_plugins.py` does at engine build.
+compiled to PTX ahead of time in a clean subprocess, the way the TensorRT plugins of
+`reelserve.export` do at engine build.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import pytest
 import torch
 import triton
 
+from reelserve.kernels import attention
+from reelserve.kernels import mean_pool as mmp
 from reelserve.kernels.attention import LOG2E, attention_plugin_tiles
 from reelserve.kernels.reference import attention_reference, masked_mean_pool_reference
 
@@ -34,8 +37,6 @@ def _mask(b: int, length: int, g: torch.Generator) -> torch.Tensor:
 )
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_attention_plugin_kernel_matches_reference(b, h, lq, lk, d, causal, dtype) -> None:
-    from reelserve.kernels import attention
-
     g = torch.Generator().manual_seed(b * 100 + lq)
     q, k, v = (torch.randn(b, h, n, d, generator=g).to(dtype).to(DEVICE) for n in (lq, lk, lk))
     mask = _mask(b, lk, g).to(DEVICE)
@@ -54,15 +55,13 @@ def test_attention_plugin_kernel_matches_reference(b, h, lq, lk, d, causal, dtyp
 @pytest.mark.parametrize("b,length,d", [(3, 7, 384), (2, 70, 100), (4, 1, 16)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_masked_mean_pool_plugin_kernel_matches_reference(b, length, d, dtype) -> None:
-    from reelserve.kernels import pooling
-
     g = torch.Generator().manual_seed(b + length)
     x = torch.randn(b, length, d, generator=g).to(dtype).to(DEVICE)
     mask = _mask(b, length, g).to(DEVICE)
     out = torch.empty(b, d, dtype=dtype, device=DEVICE)
-    config = pooling.masked_mean_pool_configs(normalize=False)[0]
+    config = mmp.masked_mean_pool_configs()[0]
     grid = (b, triton.cdiv(d, config.kwargs["BLOCK_D"]))
-    pooling._masked_mean_pool_plugin_kernel[grid](x, mask, length, d, out, **config.kwargs)
+    mmp._masked_mean_pool_plugin_kernel[grid](x, mask, length, d, out, **config.kwargs)
     want = masked_mean_pool_reference(x, mask != 0)
     tol = 1e-5 if dtype == torch.float32 else 2e-3
     torch.testing.assert_close(out.float(), want.float(), atol=tol, rtol=tol)
@@ -70,9 +69,9 @@ def test_masked_mean_pool_plugin_kernel_matches_reference(b, length, d, dtype) -
 
 COMPILE_EVERY_TACTIC = """
 import json
-from reelserve.kernels.aot import compile_plugin_kernel
 from reelserve.kernels.attention import attention_plugin_kernel_spec, attention_plugin_tiles
-from reelserve.kernels.pooling import masked_mean_pool_plugin_configs, masked_mean_pool_plugin_kernel_spec
+from reelserve.kernels.mean_pool import masked_mean_pool_plugin_configs, masked_mean_pool_plugin_kernel_spec
+from reelserve.kernels.plugin import compile_plugin_kernel
 rows = []
 for arch in (80, 90):
     for dtype in ("fp16", "bf16", "fp32"):
