@@ -248,18 +248,3 @@ def decode_clip(data: bytes, cfg: VideoConfig = DEFAULT_VIDEO, text: TextFrames 
         mask[slot] = True
     wholes = [picked.wholes.get(actual[slot]) for slot in _text_slots(len(actual), text.num)]
     return DecodedVideo(frames, mask, [w for w in wholes if w is not None])
-
-
-def decode_video(data: bytes, cfg: VideoConfig = DEFAULT_VIDEO) -> tuple[np.ndarray, np.ndarray]:
-    """-> frames uint8 [T, S, S, 3] RGB, mask bool [T] (True = real frame); T = cfg.num_frames, S = cfg.image_size."""
-    clip = decode_clip(data, cfg)
-    return clip.frames, clip.mask
-
-
-def decode_videos(datas: Sequence[bytes], cfg: VideoConfig = DEFAULT_VIDEO) -> tuple[np.ndarray, np.ndarray]:
-    """Batch of containers -> frames uint8 [B, T, S, S, 3], mask bool [B, T]."""
-    size = cfg.image_size
-    if not datas:
-        return np.zeros((0, cfg.num_frames, size, size, 3), np.uint8), np.zeros((0, cfg.num_frames), bool)
-    decoded = [decode_video(data, cfg) for data in datas]
-    return np.stack([f for f, _ in decoded]), np.stack([m for _, m in decoded])

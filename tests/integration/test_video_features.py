@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from reelserve.spec import contract as c
 from reelserve.client import InvalidArgumentError, VideoFeaturesClient
 from reelserve.samples import SampleVideo, demo_videos, load_photo, malformed_videos, render_clip
+from reelserve.spec import contract as c
 
 pytestmark = pytest.mark.integration
 
@@ -34,14 +34,15 @@ def reference(model_repository: Path):
     from reelserve.models.heads import load_fusion_heads
     from reelserve.models.pipeline import VideoFeaturesModel
     from reelserve.models.vision_tower import load_efficientnet_lite0
-    from reelserve.serving.video_decode import decode_videos
+    from reelserve.serving.video_decode import decode_clip
 
     heads, meta = load_fusion_heads(model_repository / c.FUSION_HEADS / "1")
     text, tokenizer = served_text_tower(model_repository, DEFAULT)
     model = VideoFeaturesModel(load_efficientnet_lite0(), text, heads).eval()
 
     def run(videos: list[bytes], texts: list[str]):
-        frames, mask = decode_videos(videos)
+        clips = [decode_clip(v) for v in videos]
+        frames, mask = np.stack([k.frames for k in clips]), np.stack([k.mask for k in clips])
         ids, amask, _ = tokenizer.encode(texts)
         return model(torch.from_numpy(frames), torch.from_numpy(mask), torch.from_numpy(ids), torch.from_numpy(amask))
 

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from reelserve.config import VideoConfig
 from reelserve.samples import load_photo, render_clip
 from reelserve.serving.errors import InvalidInputError
-from reelserve.serving.video_decode import decode_video
+from reelserve.serving.video_decode import decode_clip
 
 CFG = replace(VideoConfig(), num_frames=4, image_size=32, max_decode_seconds=5.0)
 PROPERTY = settings(
@@ -39,7 +39,8 @@ def real_clips() -> dict[str, bytes]:
 def decode_or_refuse(data: bytes) -> tuple[np.ndarray, np.ndarray] | None:
     """The decoder's contract on any input: valid arrays, or a refusal of the 'video' input."""
     try:
-        frames, mask = decode_video(data, CFG)
+        clip = decode_clip(data, CFG)
+        frames, mask = clip.frames, clip.mask
     except InvalidInputError as e:
         assert e.field == "video", e
         return None

@@ -1,4 +1,4 @@
-"""decode_video: even sampling, padding, crop, limits, and clean refusal of bad uploads."""
+"""decode_clip: even sampling, padding, crop, limits, and clean refusal of bad uploads."""
 
 from __future__ import annotations
 
@@ -12,9 +12,14 @@ import pytest
 from reelserve.config import VideoConfig
 from reelserve.samples import encode_frames, load_photo, malformed_videos, render_clip
 from reelserve.serving.errors import InvalidInputError
-from reelserve.serving.video_decode import TextFrames, decode_clip, decode_video, decode_videos, sample_indices
+from reelserve.serving.video_decode import TextFrames, decode_clip, sample_indices
 
 CFG = VideoConfig(num_frames=8, image_size=32)
+
+
+def _decode(data: bytes, cfg: VideoConfig = VideoConfig()) -> tuple[np.ndarray, np.ndarray]:  # noqa: B008
+    clip = decode_clip(data, cfg)
+    return clip.frames, clip.mask
 
 
 def ramp_clip(n: int, *, codec: str = "h264", size: tuple[int, int] = (96, 64), step: int = 5) -> bytes:
@@ -35,26 +40,26 @@ def test_sample_indices_are_segment_centres() -> None:
 
 
 def test_normal_clip_shapes_and_dtypes() -> None:
-    frames, mask = decode_video(render_clip(load_photo("chelsea"), seconds=1.0, size=(144, 256)), CFG)
+    frames, mask = _decode(render_clip(load_photo("chelsea"), seconds=1.0, size=(144, 256)), CFG)
     assert frames.shape == (8, 32, 32, 3) and frames.dtype == np.uint8
     assert mask.shape == (8,) and mask.dtype == np.bool_ and mask.all()
     assert frames.std() > 10  # a real photo, not a blank
 
 
 def test_default_config_gives_224_squares() -> None:
-    frames, mask = decode_video(render_clip(load_photo("coffee"), seconds=1.0))
+    frames, mask = _decode(render_clip(load_photo("coffee"), seconds=1.0))
     assert frames.shape == (8, 224, 224, 3) and mask.all()
 
 
 def test_short_clip_is_padded() -> None:
-    frames, mask = decode_video(ramp_clip(3, step=40), CFG)
+    frames, mask = _decode(ramp_clip(3, step=40), CFG)
     assert mask.tolist() == [True] * 3 + [False] * 5
     assert (frames[3:] == 0).all()
     assert np.all(np.diff(brightness(frames[:3])) > 20)  # every frame, in order
 
 
 def test_one_frame_clip() -> None:
-    frames, mask = decode_video(ramp_clip(1), CFG)
+    frames, mask = _decode(ramp_clip(1), CFG)
     assert mask.tolist() == [True] + [False] * 7
     assert abs(brightness(frames[:1])[0] - 20) < 4
 
@@ -62,7 +67,7 @@ def test_one_frame_clip() -> None:
 @pytest.mark.parametrize("codec", ["h264", "mpeg4", "vp8", "vp9"])
 def test_even_sampling_spans_the_whole_clip(codec: str) -> None:
     n, step = 40, 5
-    frames, mask = decode_video(ramp_clip(n, codec=codec, step=step), CFG)
+    frames, mask = _decode(ramp_clip(n, codec=codec, step=step), CFG)
     assert mask.all()
     means = brightness(frames)
     assert np.all(np.diff(means) > 0), means
@@ -77,7 +82,7 @@ def test_portrait_is_centre_cropped_not_squashed() -> None:
     img[:32] = (255, 0, 0)
     img[32:96] = (0, 200, 0)
     img[96:] = (0, 0, 255)
-    frames, _ = decode_video(encode_frames([img] * 4), VideoConfig(num_frames=2, image_size=32))
+    frames, _ = _decode(encode_frames([img] * 4), VideoConfig(num_frames=2, image_size=32))
     center = frames[0, 2:-2, 2:-2].reshape(-1, 3).astype(int)  # skip the edge rows swscale blends
     assert center[:, 1].min() > 150 and center[:, 0].max() < 60 and center[:, 2].max() < 60
 
@@ -87,7 +92,7 @@ def test_landscape_is_centre_cropped() -> None:
     img[:, :32] = (255, 0, 0)
     img[:, 32:96] = (0, 200, 0)
     img[:, 96:] = (0, 0, 255)
-    frames, _ = decode_video(encode_frames([img] * 4), VideoConfig(num_frames=2, image_size=32))
+    frames, _ = _decode(encode_frames([img] * 4), VideoConfig(num_frames=2, image_size=32))
     center = frames[0, 2:-2, 2:-2].reshape(-1, 3).astype(int)
     assert center[:, 1].min() > 150 and center[:, 0].max() < 60 and center[:, 2].max() < 60
 
@@ -110,8 +115,8 @@ def test_phone_rotation_is_applied() -> None:
     with av.open(io.BytesIO(rotated)) as container:
         assert next(container.decode(video=0)).rotation == -90
     cfg = VideoConfig(num_frames=1, image_size=48)
-    upright, _ = decode_video(plain, cfg)
-    turned, _ = decode_video(rotated, cfg)
+    upright, _ = _decode(plain, cfg)
+    turned, _ = _decode(rotated, cfg)
     np.testing.assert_array_equal(turned[0], np.rot90(upright[0], k=-1))  # -90 = display turned clockwise
 
 
@@ -135,14 +140,14 @@ def test_packet_count_disagreeing_with_frames_still_works() -> None:
             junk.pts = last.pts + (k + 10) * last.duration
             junk.dts = last.dts + (k + 1) * last.duration
             dst.mux(junk)
-    frames, mask = decode_video(out.getvalue(), CFG)
+    frames, mask = _decode(out.getvalue(), CFG)
     assert mask.all()
     assert np.all(np.diff(brightness(frames)) > 0)
 
 
 def test_truncated_webm_uses_what_decoded() -> None:
     clip = ramp_clip(40, codec="vp8")
-    frames, mask = decode_video(clip[: len(clip) * 6 // 10], CFG)
+    frames, mask = _decode(clip[: len(clip) * 6 // 10], CFG)
     assert mask.all()
     means = brightness(frames)
     assert np.all(np.diff(means) > 0)
@@ -152,7 +157,7 @@ def test_truncated_webm_uses_what_decoded() -> None:
 @pytest.mark.parametrize("name", sorted(malformed_videos()))
 def test_malformed_inputs_are_refused(name: str) -> None:
     with pytest.raises(InvalidInputError) as info:
-        decode_video(malformed_videos()[name], CFG)
+        _decode(malformed_videos()[name], CFG)
     assert info.value.field == "video"
     assert info.value.message and "Errno" not in info.value.message
 
@@ -169,35 +174,27 @@ def test_malformed_inputs_are_refused(name: str) -> None:
 )
 def test_other_garbage_is_refused(data) -> None:
     with pytest.raises(InvalidInputError) as info:
-        decode_video(data, CFG)
+        _decode(data, CFG)
     assert info.value.field == "video"
 
 
 def test_max_video_bytes() -> None:
     clip = ramp_clip(4)
     with pytest.raises(InvalidInputError, match=f"limit of {len(clip) - 1} bytes"):
-        decode_video(clip, VideoConfig(num_frames=8, image_size=32, max_video_bytes=len(clip) - 1))
+        _decode(clip, VideoConfig(num_frames=8, image_size=32, max_video_bytes=len(clip) - 1))
 
 
 def test_max_source_pixels() -> None:
     with pytest.raises(InvalidInputError, match=r"96x64 .*limit of 6143 pixels"):
-        decode_video(ramp_clip(4), VideoConfig(num_frames=8, image_size=32, max_source_pixels=96 * 64 - 1))
+        _decode(ramp_clip(4), VideoConfig(num_frames=8, image_size=32, max_source_pixels=96 * 64 - 1))
 
 
 def test_max_decoded_frames() -> None:
     clip = ramp_clip(12)
     with pytest.raises(InvalidInputError, match="limit of 10 video frames"):
-        decode_video(clip, VideoConfig(num_frames=8, image_size=32, max_decoded_frames=10))
-    _, mask = decode_video(clip, VideoConfig(num_frames=8, image_size=32, max_decoded_frames=12))
+        _decode(clip, VideoConfig(num_frames=8, image_size=32, max_decoded_frames=10))
+    _, mask = _decode(clip, VideoConfig(num_frames=8, image_size=32, max_decoded_frames=12))
     assert mask.all()
-
-
-def test_decode_videos_stacks() -> None:
-    frames, mask = decode_videos([ramp_clip(3), ramp_clip(12, codec="vp9")], CFG)
-    assert frames.shape == (2, 8, 32, 32, 3) and mask.shape == (2, 8)
-    assert mask.sum(axis=1).tolist() == [3, 8]
-    empty_frames, empty_mask = decode_videos([], CFG)
-    assert empty_frames.shape == (0, 8, 32, 32, 3) and empty_mask.shape == (0, 8)
 
 
 def test_max_decode_seconds() -> None:
@@ -206,8 +203,8 @@ def test_max_decode_seconds() -> None:
 
     clip = render_clip(load_photo("coffee"), seconds=2, fps=12, size=(160, 160), motion="zoom")
     with pytest.raises(InvalidInputError, match="over the limit of 0 s"):
-        decode_video(clip, replace(VideoConfig(), max_decode_seconds=0.0))
-    frames, mask = decode_video(clip, VideoConfig())
+        _decode(clip, replace(VideoConfig(), max_decode_seconds=0.0))
+    frames, mask = _decode(clip, VideoConfig())
     assert mask.all()
 
 
