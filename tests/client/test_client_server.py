@@ -34,6 +34,11 @@ CLIPS = [
 ]
 
 
+# For calls whose duration scales with the machine (a batch of 16 videos on 2 busy cores can take
+# well over the default 10 s): a deadline no machine misses. Deadlines are tested on their own below.
+SLOW_OK_S = 600.0
+
+
 @pytest.fixture(scope="module")
 def clips() -> list[bytes]:
     return [v.render(seconds=1.0) for v in CLIPS]
@@ -45,12 +50,14 @@ def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
 
 def test_sync_and_async_return_the_same_features(tritonserver, clips) -> None:
     titles = [v.title for v in CLIPS]
-    with VideoFeaturesClient(tritonserver.grpc_url, registry=CollectorRegistry()) as sync:
+    with VideoFeaturesClient(tritonserver.grpc_url, registry=CollectorRegistry(), deadline_s=SLOW_OK_S) as sync:
         want = sync.video_features(clips, titles)
         want_text = sync.text_features(["a kitten", "espresso"])
 
     async def run():
-        async with AsyncVideoFeaturesClient(tritonserver.grpc_url, registry=CollectorRegistry()) as client:
+        async with AsyncVideoFeaturesClient(
+            tritonserver.grpc_url, registry=CollectorRegistry(), deadline_s=SLOW_OK_S
+        ) as client:
             assert await client.is_ready()
             return await client.video_features(clips, titles), await client.text_features(["a kitten", "espresso"])
 
@@ -72,7 +79,7 @@ def test_embed_is_the_video_features_embedding(client: VideoFeaturesClient, clip
 def test_batched_calls_split_at_max_batch_size_and_keep_order(tritonserver, clips) -> None:
     registry = CollectorRegistry()
     videos = [clips[i % 3] for i in range(20)]
-    with VideoFeaturesClient(tritonserver.grpc_url, registry=registry) as client:
+    with VideoFeaturesClient(tritonserver.grpc_url, registry=registry, deadline_s=SLOW_OK_S) as client:
         assert client.max_batch_size() == 16
         features = client.video_features_batched(videos, [""] * 20, concurrency=2)
         texts = client.text_features_batched([f"comment {i}" for i in range(35)])
@@ -84,7 +91,9 @@ def test_batched_calls_split_at_max_batch_size_and_keep_order(tritonserver, clip
     assert sample(registry, calls, model=c.TEXT_FEATURES, outcome="ok") == 3  # 16 + 16 + 3
 
     async def run():
-        async with AsyncVideoFeaturesClient(tritonserver.grpc_url, registry=CollectorRegistry()) as aclient:
+        async with AsyncVideoFeaturesClient(
+            tritonserver.grpc_url, registry=CollectorRegistry(), deadline_s=SLOW_OK_S
+        ) as aclient:
             return await aclient.video_features_batched(videos, concurrency=3)
 
     for a, s in zip(asyncio.run(run()), features, strict=True):
