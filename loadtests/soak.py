@@ -105,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from reelserve.client import RetryPolicy
-    from reelserve.server import ServerError, TritonServer, on_free_ports
+    from reelserve.triton.errors import ServerStartError
+    from reelserve.triton.ports import on_free_ports
+    from reelserve.triton.server import TritonServer
 
     from .harness import warm_up
     from .targets import ReelserveTarget
@@ -117,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server = TritonServer(on_free_ports(DEFAULT.server, args.model_repository)).start()
         server.wait_ready(models=[c.VIDEO_FEATURES, c.TEXT_FEATURES])
-    except ServerError as e:
+    except ServerStartError as e:
         print(f"soak: {e}", file=sys.stderr)
         return 1
     rows: list[dict] = []
