@@ -97,7 +97,7 @@ def served_text_tower(repository: Path, cfg: ReelserveConfig) -> tuple[TextTower
 
 
 class _HeadsAsTuple(torch.nn.Module):
-    """ONNX export wants tensors out, in the contract's order."""
+    """ONNX export wants tensors out, in HEADS_GRAPH_OUTPUTS's order."""
 
     def __init__(self, heads: FusionHeads) -> None:
         super().__init__()
