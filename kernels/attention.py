@@ -163,7 +163,8 @@ _attention_fwd = _attention_fwd_kernel.fn  # the un-tuned body, callable from an
 
 # TensorRT plugin entry point (for the TensorRT plugins of `reelserve.export`): TensorRT's AOT
 # plugins pass the input pointers, then int32 scalars, then the output pointers, on contiguous
-# tensors, so this kernel derives the strides from the dims and runs the same body as the launcher above.
+# tensors, so this kernel derives the strides from the dims and runs the same body as the
+# launcher above.
 #   *{fp16|bf16|fp32} q, k, v [B, H, L, D], *i32 mask [B, Lk], i32 B, H, LQ, LK, *{as q} o,
 #   constexpr QK_SCALE (softmax scale * log2 e), HEAD_DIM, CAUSAL, BLOCK_M, BLOCK_N
 # Grid: (cdiv(LQ, BLOCK_M), B * H).
