@@ -9,7 +9,7 @@ engine: serving the engine needs neither Python nor Triton nor a plugin library.
 
 Importing this module registers the plugins; it needs `tensorrt` (and a GPU to build). The
 kernels' argument order (inputs, int32 scalars, outputs) is fixed by
-`kernels.attention._attention_plugin_kernel` / `kernels.pooling._masked_mean_pool_plugin_kernel`.
+`kernels.attention._attention_plugin_kernel` / `kernels.mean_pool._masked_mean_pool_plugin_kernel`.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from __future__ import annotations
 import tensorrt as trt
 import tensorrt.plugin as trtp
 
-from reelserve.kernels.aot import PluginKernel, compile_plugin_kernel
 from reelserve.kernels.attention import attention_plugin_kernel_spec, attention_plugin_tiles
-from reelserve.kernels.pooling import masked_mean_pool_plugin_configs, masked_mean_pool_plugin_kernel_spec
+from reelserve.kernels.mean_pool import masked_mean_pool_plugin_configs, masked_mean_pool_plugin_kernel_spec
+from reelserve.kernels.plugin import PluginKernel, compile_plugin_kernel
 
 from .plugin_onnx import DOMAIN
 
