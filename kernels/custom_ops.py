@@ -2,7 +2,7 @@
 
 Inside `as_custom_ops()`, the dispatch functions of `reelserve.kernels` call these ops instead
 of tracing into the reference, so `torch.onnx.export` sees one `fused_attention` /
-`masked_mean_pool` node per call, which `reelserve.export.gpu_onnx` turns into a
+`masked_mean_pool` node per call, which `reelserve.export.gpu.plugin_onnx` turns into a
 `reelserve::FusedAttention` / `reelserve::MaskedMeanPool` ONNX node and TensorRT runs as our
 Triton kernel (the TensorRT plugins of `reelserve.export`). Masks cross the op boundary as int32 (1 = real):
 TensorRT plugins take int32 everywhere, bool not on every version.

@@ -1,6 +1,6 @@
 """Our kernels as torch custom ops, and their ONNX function bodies, against the PyTorch reference.
 
-The function bodies (`export.gpu_onnx.FusedAttention` / `MaskedMeanPool`) are what ONNX Runtime
+The function bodies (`export.gpu.plugin_onnx.FusedAttention` / `MaskedMeanPool`) are what ONNX Runtime
 runs when the GPU-target graphs are checked on CPU, so they must be the reference op for op,
 corner cases included (causal alignment, explicit scale, rows with no real key).
 """
