@@ -19,9 +19,9 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from prometheus_client import CollectorRegistry
 
-from reelserve.spec import contract as c
 from reelserve.client import VideoFeaturesClient
 from reelserve.config import DEFAULT
+from reelserve.spec import contract as c
 
 
 def _raw_call(raw: grpcclient.InferenceServerClient, model: str, inputs: dict[str, list[bytes]], outputs) -> None:

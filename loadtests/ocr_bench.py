@@ -109,9 +109,9 @@ def served(model_repository: Path, rounds: int = 6) -> dict[str, dict]:
     """Sequential `video_features` over the demo clips, OCR on (as exported) and off."""
     from reelserve.client import VideoFeaturesClient
     from reelserve.samples import demo_videos
+    from reelserve.spec import contract as c
     from reelserve.triton.ports import on_free_ports
     from reelserve.triton.server import TritonServer
-    from reelserve.spec import contract as c
 
     videos = demo_videos()
     clips = [v.render() for v in videos]

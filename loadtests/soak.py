@@ -18,8 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from reelserve.spec import contract as c
 from reelserve.config import DEFAULT
+from reelserve.spec import contract as c
 
 from . import runner, stats
 from .workload import DEFAULT_MIX, build_mix, parse_mix

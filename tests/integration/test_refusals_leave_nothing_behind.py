@@ -12,10 +12,10 @@ import time
 
 import pytest
 
-from reelserve.spec import contract as c
 from reelserve.client import InvalidArgumentError, VideoFeaturesClient
 from reelserve.config import DEFAULT
 from reelserve.samples import SampleVideo, malformed_videos
+from reelserve.spec import contract as c
 from reelserve.triton.ports import on_free_ports
 from reelserve.triton.server import TritonServer
 
