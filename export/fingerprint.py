@@ -13,25 +13,19 @@ In the hash, and nothing else:
 - the versions of the packages the weights and corpora come from, and of the tools that write
   the artifacts (`PACKAGES`).
 
-Modules map to files through `[tool.setuptools] package-dir` of the root's `pyproject.toml`
-(`reelserve.export` -> `export/`, ...); without one (an installed wheel) everything is under
-`reelserve/`.
+The closure is read from the source (`source_tree.import_closure`), never by importing it.
 """
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import importlib.metadata
-import re
-from collections.abc import Mapping
 from pathlib import Path
 
 from reelserve.config import REPO_ROOT, ReelserveConfig
 from reelserve.spec.topology import STEP_SECTIONS
 
-_PACKAGE_DIR = re.compile(r"^package-dir\s*=\s*\{(.*)\}\s*$", re.MULTILINE)  # a TOML inline table is one line
-_PAIR = re.compile(r'"([\w.]+)"\s*=\s*"([^"]+)"')
+from .source_tree import import_closure
 
 EXPORT_MODULE = "reelserve.export.cpu"
 HASHED_AS_VALUES = ("reelserve.config",)  # in the closure, but hashed as the sections' values
@@ -48,72 +42,6 @@ PACKAGES = (
     "onnxscript",
     "tokenizers",
 )
-
-
-def package_dirs(root: Path) -> dict[str, Path]:
-    """Package name -> its folder under `root`, as pyproject.toml's package-dir maps them.
-
-    Read with a pattern, not a TOML parser: `tomllib` needs Python 3.11 and we support 3.10.
-    """
-    pyproject = root / "pyproject.toml"
-    if not pyproject.is_file():
-        return {"reelserve": root / "reelserve"}
-    match = _PACKAGE_DIR.search(pyproject.read_text())
-    if match is None:
-        raise ValueError(f"{pyproject}: no `package-dir = {{ ... }}` line under [tool.setuptools]")
-    return {name: root / folder for name, folder in _PAIR.findall(match.group(1))}
-
-
-def module_file(module: str, dirs: Mapping[str, Path]) -> Path | None:
-    """The file that defines `module` (a package's `__init__.py`), or None when it is not one of ours."""
-    for package in sorted(dirs, key=len, reverse=True):  # the longest mapped prefix wins
-        if module == package or module.startswith(package + "."):
-            path = dirs[package].joinpath(*module[len(package) :].split(".")[1:])
-            if (path / "__init__.py").is_file():
-                return path / "__init__.py"
-            if path.with_name(path.name + ".py").is_file():
-                return path.with_name(path.name + ".py")
-            return None
-    return None
-
-
-def _imported(module: str, is_package: bool, tree: ast.AST) -> set[str]:
-    """Every module name `tree` imports anywhere in it (with `from a import b`, both `a` and `a.b`)."""
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                parts = module.split(".") if is_package else module.split(".")[:-1]
-                parts = parts[: len(parts) - (node.level - 1)]
-                base = ".".join([*parts, *([node.module] if node.module else [])])
-            else:
-                base = node.module or ""
-            names.add(base)
-            names.update(f"{base}.{alias.name}" for alias in node.names)
-    return names
-
-
-def import_closure(module: str, root: Path) -> dict[str, Path]:
-    """Module name -> file for `module` and everything of ours it imports, transitively."""
-    dirs = package_dirs(root)
-    found: dict[str, Path] = {}
-    todo = [module]
-    while todo:
-        name = todo.pop()
-        parts = name.split(".")
-        for i in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__ and a/b/__init__ first
-            candidate = ".".join(parts[:i])
-            if candidate in found:
-                continue
-            path = module_file(candidate, dirs)
-            if path is None:
-                continue
-            found[candidate] = path
-            tree = ast.parse(path.read_bytes(), filename=str(path))
-            todo.extend(_imported(candidate, path.name == "__init__.py", tree))
-    return found
 
 
 def export_fingerprint(cfg: ReelserveConfig, root: Path = REPO_ROOT) -> str:

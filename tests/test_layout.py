@@ -1,58 +1,29 @@
 """The tree's shape, checked from the source: no import cycle, layers that hold, files of one job.
 
-Imports are read from the AST of every module, function-level imports included (a lazy import
-hides a cycle from Python's import machinery, not from this test). Module names come from the
-package-dir map in pyproject.toml, as the installed package sees them.
+Imports are read from the AST of every module (`reelserve.export.source_tree`, the reader the export
+fingerprint uses), function-level imports included: a lazy import hides a cycle from Python's
+import machinery, not from this test.
 """
 
 from __future__ import annotations
 
-import ast
-from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
-import pytest
-
 from reelserve.config import REPO_ROOT
-
-tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11's tomllib")
+from reelserve.export.source_tree import all_modules, imports, package_dirs
 
 MAX_LINES = 500  # per non-test module: one job per file
 
 
 @cache
 def modules() -> dict[str, Path]:
-    """Dotted module name -> file, for every module of every reelserve package."""
-    tool = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    package_dirs = tool["package-dir"]
-    found: dict[str, Path] = {}
-    for package in tool["packages"]:
-        top = max((p for p in package_dirs if package == p or package.startswith(p + ".")), key=len)
-        below = package[len(top) :].strip(".")
-        folder = REPO_ROOT / package_dirs[top] / Path(*below.split(".") if below else ())
-        assert folder.is_dir(), f"pyproject.toml lists {package}, but {folder} does not exist"
-        for path in sorted(folder.glob("*.py")):
-            found[package if path.stem == "__init__" else f"{package}.{path.stem}"] = path
-    return found
+    """Dotted module name -> file, for every module of ours."""
+    return all_modules(REPO_ROOT)
 
 
-def _imported(name: str, path: Path) -> Iterator[str]:
-    """Every module name `path` imports anywhere in its body (relative imports resolved)."""
-    package = name if path.stem == "__init__" else name.rpartition(".")[0]
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            yield from (alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
-                base = f"{parent}.{base}" if base else parent
-            # `from pkg import module` depends on pkg.module; `from module import name` on module
-            submodules = [f"{base}.{alias.name}" for alias in node.names if f"{base}.{alias.name}" in modules()]
-            yield from submodules
-            if len(submodules) < len(node.names):
-                yield base
+def _imported(name: str, path: Path) -> list[str]:
+    return [i.module for i in imports(name, path, package_dirs(REPO_ROOT))]
 
 
 @cache

@@ -12,7 +12,8 @@ import pytest
 
 from reelserve.config import DEFAULT, REPO_ROOT
 from reelserve.export import cpu, repository
-from reelserve.export.fingerprint import CONFIG_SECTIONS, export_fingerprint, import_closure, package_dirs
+from reelserve.export.fingerprint import CONFIG_SECTIONS, export_fingerprint
+from reelserve.export.source_tree import import_closure, package_dirs
 
 TOKENIZER_SOURCE = "reelserve/serving/text_tokenize.py"
 
