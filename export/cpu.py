@@ -109,7 +109,7 @@ class _HeadsAsTuple(torch.nn.Module):
 
 
 # The heads graph's outputs: `tag_ids`, which the fusion_heads step turns into the contract's `tags`
-# (c.HEADS_OUTPUTS are the step's outputs) with the names in heads.json.
+# (c.FUSION_HEADS_OUTPUTS are the step's outputs) with the names in heads.json.
 HEADS_GRAPH_OUTPUTS = [c.EMBEDDING.name, c.TAG_IDS.name, c.TAG_SCORES.name, c.LABEL_SCORES.name, c.SEMANTIC_IDS.name]
 
 
