@@ -17,7 +17,7 @@ import pytest
 
 from reelserve.config import ServerConfig
 from reelserve.triton.errors import ServerStartError
-from reelserve.triton.ports import free_port
+from reelserve.triton.ports import free_port, port_in_use
 from reelserve.triton.server import TritonServer
 
 ECHO_CONFIG = """
@@ -81,16 +81,6 @@ def make_cfg(repo: Path, log_file: Path, **overrides: object) -> ServerConfig:
         ready_timeout_s=60,
     )
     return replace(cfg, **overrides)  # type: ignore[arg-type]
-
-
-def port_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def group_members(pgid: int) -> dict[int, str]:
@@ -271,7 +261,7 @@ def test_stop_ends_stubs_and_frees_ports(tmp_path: Path) -> None:
     assert not wait_gone(set(stubs))
     assert group_members(server.pid) == {}  # type: ignore[arg-type]
     for port in (cfg.grpc_port, cfg.http_port, cfg.metrics_port):
-        assert port_free(cfg.host, port), port
+        assert not port_in_use(cfg.host, port), port
 
 
 @pytest.mark.integration
