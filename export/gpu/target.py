@@ -37,6 +37,7 @@ from reelserve.models.text_towers import TOKENIZER_FILE, TOWER_FILE, tower_spec
 from reelserve.models.vision_tower import VisionTower, load_efficientnet_lite0
 from reelserve.serving.text_tokenize import TextTokenizer
 from reelserve.spec import contract as c
+from reelserve.spec.topology import GPU_ENGINES
 
 from .. import repository
 from ..cpu import export_cpu
@@ -236,7 +237,7 @@ def write_gpu_repository(root: Path, cfg: ReelserveConfig, cpu_repository: Path,
     ):
         for name in files:
             shutil.copy(cpu_repository / step / "1" / name, version_dirs[step] / name)
-    for step in repository.GPU_ENGINES:
+    for step in GPU_ENGINES:
         plan = engines.get(f"{step}.{cfg.gpu.serve_precision}")
         if plan is not None:
             shutil.copy(plan, version_dirs[step] / "model.plan")
