@@ -54,7 +54,7 @@ class AsyncVideoFeaturesClient(ClientSettings):
         try:
             if not await self._grpc.is_server_ready(headers=self.headers, client_timeout=timeout_s):
                 return False
-            for model in (c.VIDEO_FEATURES, c.TEXT_FEATURES):
+            for model in c.ENSEMBLES:
                 if not await self._grpc.is_model_ready(model, headers=self.headers, client_timeout=timeout_s):
                     return False
             return True
@@ -69,7 +69,7 @@ class AsyncVideoFeaturesClient(ClientSettings):
             await asyncio.sleep(poll_s)
 
     async def _config(self, model: str) -> dict:
-        if model not in self._configs:
+        if p.check_ensemble(model) not in self._configs:
             call = Call(model, self.url, self.deadline_s, self.retry, metrics=None)
             for timeout in call.attempts():
                 await asyncio.sleep(call.next_sleep)

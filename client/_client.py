@@ -141,7 +141,7 @@ class VideoFeaturesClient(ClientSettings):
         try:
             return self._grpc.is_server_ready(headers=self.headers, client_timeout=timeout_s) and all(
                 self._grpc.is_model_ready(m, headers=self.headers, client_timeout=timeout_s)
-                for m in (c.VIDEO_FEATURES, c.TEXT_FEATURES)
+                for m in c.ENSEMBLES
             )
         except (InferenceServerException, ValueError):  # ValueError: the client was closed
             return False
@@ -155,7 +155,7 @@ class VideoFeaturesClient(ClientSettings):
 
     def _config(self, model: str) -> dict:
         """The ensemble's config (label bank, max batch size): read once, with the calls' retries."""
-        if model not in self._configs:
+        if p.check_ensemble(model) not in self._configs:
             call = Call(model, self.url, self.deadline_s, self.retry, metrics=None)
             for timeout in call.attempts():
                 time.sleep(call.next_sleep)

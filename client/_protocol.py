@@ -63,6 +63,13 @@ def requested(outputs: Sequence[c.Tensor]) -> list[grpcclient.InferRequestedOutp
     return [grpcclient.InferRequestedOutput(t.name) for t in outputs]
 
 
+def check_ensemble(model: str) -> str:
+    """A name the SDK can call: a typo is refused at once, not retried as Triton's NOT_FOUND until the deadline."""
+    if model not in c.ENSEMBLES:
+        raise ValueError(f"model must be one of {list(c.ENSEMBLES)}, got {model!r}")
+    return model
+
+
 def labels_from_config(config: dict) -> list[str]:
     """The zero-shot label bank from an ensemble's model config (JSON form)."""
     params = config.get("config", config).get("parameters", {})

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 # Ensembles a client calls.
 VIDEO_FEATURES = "video_features"
 TEXT_FEATURES = "text_features"
+ENSEMBLES = (VIDEO_FEATURES, TEXT_FEATURES)
 
 # Steps inside them.
 PREPROCESS = "preprocess"  # validates and decodes every input: the one step allowed to refuse a request

@@ -271,3 +271,19 @@ def test_unreachable_server_is_unavailable_after_bounded_retries() -> None:
         == 2
     )
     assert registry.get_sample_value("reelserve_client_in_flight_requests", {"model": "text_features"}) == 0
+
+
+def test_a_model_name_the_sdk_cannot_call_is_refused_at_once() -> None:
+    """`label_names("typo")` would meet Triton's NOT_FOUND, which is retried until the deadline."""
+    with VideoFeaturesClient(nothing_listening(), registry=CollectorRegistry(), retry=FAST_RETRY) as client:
+        known = r"model must be one of \['video_features', 'text_features'\], got 'typo'"
+        for read in (client.label_names, client.max_batch_size):
+            with pytest.raises(ValueError, match=known):
+                read("typo")
+
+    async def read_async() -> None:
+        async with AsyncVideoFeaturesClient(nothing_listening(), registry=CollectorRegistry(), retry=FAST_RETRY) as aio:
+            with pytest.raises(ValueError, match="got 'vidoe_features'"):
+                await aio.label_names("vidoe_features")
+
+    asyncio.run(read_async())
