@@ -134,3 +134,19 @@ def read_step_settings(model_dir: Path) -> dict[str, object]:
     config = read_config(model_dir)
     parameters = {k: v.string_value for k, v in config.parameters.items()}
     return read_sections(parameters, STEP_SECTIONS[config.name], config.name)
+
+
+def write_twin(exported: Path, root: Path, cfg: ReelserveConfig, target: str = "cpu") -> Path:
+    """`exported`'s artifacts (symlinked) under the configs and model.py files written here for `cfg`.
+
+    A variant of a served repository without re-exporting: another step setting (OCR off) or a
+    hand-broken config in a test. Only settings the artifacts do not depend on may differ.
+    """
+    write_repository(root, cfg, target)
+    for model in sorted(p for p in Path(exported).iterdir() if (p / "config.pbtxt").exists()):
+        for version in (p for p in model.iterdir() if p.is_dir()):
+            for f in version.iterdir():
+                link = inside(root, model.name, version.name, f.name)
+                if not link.exists():  # what the generator wrote here stays the generator's
+                    link.symlink_to(f.resolve())
+    return root

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from reelserve.config import DEFAULT, ReelserveConfig
-from reelserve.export.repository import write_repository
+from reelserve.export.repository import write_twin
 
 # (width, height): the demo clips; any 9:16 upload of 360p or more capped at 640 (the default); capped at 960
 SIZES = ((288, 512), (360, 640), (540, 960))
@@ -94,15 +94,8 @@ def max_side_sweep(
 
 
 def ocr_off_repository(src: Path, dst: Path, cfg: ReelserveConfig = DEFAULT) -> Path:
-    """`src`'s artifacts (symlinked) under configs the generator writes for `cfg` with OCR off."""
-    write_repository(dst, replace(cfg, ocr=replace(cfg.ocr, frames=0)))
-    for model in sorted(p for p in Path(src).iterdir() if (p / "config.pbtxt").exists()):
-        for version in (p for p in model.iterdir() if p.is_dir()):
-            for f in version.iterdir():
-                link = dst / model.name / version.name / f.name
-                if not link.exists():  # the generated model.py stays the generator's
-                    link.symlink_to(f.resolve())
-    return dst
+    """`src`'s artifacts under the configs the generator writes for `cfg` with OCR off."""
+    return write_twin(src, dst, replace(cfg, ocr=replace(cfg.ocr, frames=0)))
 
 
 def served(model_repository: Path, rounds: int = 6) -> dict[str, dict]:
