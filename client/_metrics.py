@@ -12,8 +12,14 @@ import weakref
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
+from reelserve.config import DEFAULT
+
 # Seconds; short-video feature calls live between ~1 ms (text) and seconds (big batches on CPU).
-LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# The latency SLI counts the calls under the SLO's bound, so that bound is always a bucket edge.
+SLO_BUCKET_S = DEFAULT.slo.video_features_p99_ms / 1000
+LATENCY_BUCKETS = tuple(
+    sorted({0.002, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, SLO_BUCKET_S})
+)
 
 
 class ClientMetrics:

@@ -1,6 +1,6 @@
 """`make bench`: the same model on the same cores, served three ways, measured in one run.
 
-1. reelserve: the Triton ensemble (preprocess -> vision || text -> fusion_heads), gRPC, our SDK.
+1. reelserve: the Triton ensemble (preprocess -> vision || ocr -> text -> fusion_heads), gRPC, our SDK.
 2. naive: the PyTorch-eager FastAPI server a user would write (`naive_server.py`), JSON over HTTP.
 3. floor: the same ensemble wiring with no-op steps (`noop_floor.py`): what serving alone costs.
 

@@ -3,9 +3,9 @@
 Per frame: the `ocr` step's reader (PP-OCRv4 through `rapidocr-onnxruntime`, our settings) on
 frames of the sizes it gets after `preprocess` caps them (longer side <= `OcrConfig.max_side`,
 640 by default; 960 shown for comparison), with two printed lines and with none, and whether it
-read both lines (spaces aside). Served: the same repository twice, as exported and with
-`ocr_frames` set to 0 in its configs (artifacts linked, not copied), sequential calls of the demo
-clips. Run: `python -m reelserve.loadtests.ocr_bench`.
+read both lines (spaces aside). Served: the same repository twice, as exported and as its twin
+with `ocr.frames = 0` written by the generator (`repository.write_twin`: artifacts linked, not
+copied), sequential calls of the demo clips. Run: `python -m reelserve.loadtests.ocr_bench`.
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ class HeadsConfig:
     class_prompt: str = "a photo of a {name}"
     video_weight: float = 0.5  # fused = normalize(w * video + (1 - w) * text) when both exist
     # Softmax temperature of the tag head. 1.0 = ImageNet's own calibration: fitting another needs
-    # labelled short videos, which no package ships (docs/architecture.md, "Tags").
+    # labelled short videos, which no package ships (docs/decisions.md, "Tags").
     tag_temperature: float = 1.0
     semantic_id_levels: int = 3
     codebook_size: int = 256
@@ -115,7 +115,7 @@ class EncoderConfig:
 
 @dataclass(frozen=True)
 class SloConfig:
-    """The latency objective: the Prometheus rules, the load-test harness, the soak and `make bench` use it."""
+    """The latency objective: the Prometheus rules, the client's histogram, the load-test harness and `make bench`."""
 
     # 99% of `video_features` calls answer OK within this on the CPU target
     # (deploy/prometheus/slo_rules.yml encodes the same bound; a test checks they agree).

@@ -83,7 +83,7 @@ class PreprocessStep(Step):
 
     Every refusal happens here, while no other step of the request is in flight: Triton 2.51
     leaks the request (and can break a sibling step's stub) when a step fails while a parallel
-    branch of the same ensemble request is still running (see docs/architecture.md).
+    branch of the same ensemble request is still running (see docs/decisions.md).
     """
 
     name = c.PREPROCESS

@@ -8,6 +8,7 @@ import subprocess
 
 import pytest
 
+from reelserve.client._metrics import LATENCY_BUCKETS
 from reelserve.config import DEFAULT, REPO_ROOT
 
 RULES = REPO_ROOT / "deploy" / "prometheus"
@@ -37,3 +38,4 @@ def test_latency_rules_use_the_configured_slo() -> None:
     buckets = {float(le) for le in re.findall(r'model="video_features", outcome="ok", le="([0-9.]+)"', text)}
     assert buckets == {DEFAULT.slo.video_features_p99_ms / 1000}
     assert f"over {DEFAULT.slo.video_features_p99_ms:g} ms" in text
+    assert DEFAULT.slo.video_features_p99_ms / 1000 in LATENCY_BUCKETS  # the client's histogram has that edge
