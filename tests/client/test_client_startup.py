@@ -9,9 +9,8 @@ serves the sync and the async clients. The "nothing listening at all" case is a 
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -32,40 +31,6 @@ DEADLINE_S = 240.0
 CALLS = ("label_names", "max_batch_size", "video_features_batched")
 
 
-class RetryWatch(logging.Handler):
-    """Which calls have retried: one key per thread (sync) or per asyncio task (async)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.callers: set[tuple[int | None, int | None]] = set()
-        self.changed = threading.Condition()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if "retrying" not in record.getMessage():
-            return
-        try:
-            task = id(asyncio.current_task())
-        except RuntimeError:  # no running loop: a sync call
-            task = None
-        with self.changed:
-            self.callers.add((record.thread, task))
-            self.changed.notify_all()
-
-    def wait_for(self, count: int, timeout_s: float) -> bool:
-        with self.changed:
-            return self.changed.wait_for(lambda: len(self.callers) >= count, timeout_s)
-
-
-@pytest.fixture
-def watch(caplog) -> Iterator[RetryWatch]:
-    caplog.set_level(logging.INFO, logger="reelserve.client")
-    handler = RetryWatch()
-    logger = logging.getLogger("reelserve.client")
-    logger.addHandler(handler)
-    yield handler
-    logger.removeHandler(handler)
-
-
 def in_thread(fn: Callable[[], object]) -> tuple[threading.Thread, dict]:
     box: dict = {}
 
@@ -80,7 +45,7 @@ def in_thread(fn: Callable[[], object]) -> tuple[threading.Thread, dict]:
     return thread, box
 
 
-def test_calls_begun_before_the_server_is_up_get_the_answers(model_repository, watch: RetryWatch) -> None:
+def test_calls_begun_before_the_server_is_up_get_the_answers(model_repository, retry_log) -> None:
     cfg = on_free_ports(DEFAULT.server, model_repository)
     server = TritonServer(cfg)  # not started yet: nothing listens on its ports
     url = server.grpc_url
@@ -118,7 +83,7 @@ def test_calls_begun_before_the_server_is_up_get_the_answers(model_repository, w
     started.append(in_thread(lambda: asyncio.run(async_calls())))
     try:
         # every one of the 6 calls has met "nothing listening" and is retrying: now start the server
-        assert watch.wait_for(len(CALLS) * 2, timeout_s=60), f"only {len(watch.callers)} calls retried"
+        assert retry_log.wait_for_callers(len(CALLS) * 2, timeout_s=60), f"only {len(retry_log.callers)} calls retried"
         server.start(wait=False)
         for thread, _ in started:
             while thread.is_alive() and server.is_running():  # a server that died fails the test now

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 import socket
 
@@ -201,28 +200,6 @@ def test_uncounted_call_can_succeed_and_be_abandoned() -> None:
     Call("video_features", "127.0.0.1:1", 5.0, FAST_RETRY, None).abandon(KeyboardInterrupt())
 
 
-class RetryLog(logging.Handler):
-    """The `reelserve.client` retry lines: proof that a metadata read retried (it has no metrics)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if "retrying" in record.getMessage():
-            self.lines.append(record.getMessage())
-
-
-@pytest.fixture
-def retry_log(caplog):
-    caplog.set_level(logging.INFO, logger="reelserve.client")
-    handler = RetryLog()
-    logger = logging.getLogger("reelserve.client")
-    logger.addHandler(handler)
-    yield handler
-    logger.removeHandler(handler)
-
-
 METADATA_CALLS = {
     "label_names": lambda client: client.label_names(),
     "max_batch_size": lambda client: client.max_batch_size(),
@@ -231,7 +208,7 @@ METADATA_CALLS = {
 
 
 @pytest.mark.parametrize("name", METADATA_CALLS)
-def test_metadata_reads_meet_bounded_retries_sync(name: str, retry_log: RetryLog) -> None:
+def test_metadata_reads_meet_bounded_retries_sync(name: str, retry_log) -> None:
     registry = CollectorRegistry()
     client = VideoFeaturesClient(nothing_listening(), registry=registry, retry=FAST_RETRY, deadline_s=5)
     with client, pytest.raises(UnavailableError, match=r"3 attempt\(s\)") as info:
@@ -246,7 +223,7 @@ def test_metadata_reads_meet_bounded_retries_sync(name: str, retry_log: RetryLog
 
 
 @pytest.mark.parametrize("name", METADATA_CALLS)
-def test_metadata_reads_meet_bounded_retries_async(name: str, retry_log: RetryLog) -> None:
+def test_metadata_reads_meet_bounded_retries_async(name: str, retry_log) -> None:
     async def run() -> UnavailableError:
         async with AsyncVideoFeaturesClient(nothing_listening(), registry=CollectorRegistry(), retry=FAST_RETRY,
                                             deadline_s=5) as client:  # fmt: skip
