@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import pytest
 
@@ -55,3 +55,18 @@ def test_a_step_gets_exactly_its_sections() -> None:
         read_sections({k: v for k, v in parameters.items() if k != "video"}, sections, "preprocess")
     with pytest.raises(SettingsError, match="reads the config sections"):  # e.g. the old flat keys
         read_sections(parameters | {"ocr_frames": "2"}, sections, "preprocess")
+
+
+@dataclass(frozen=True)
+class _Shapes:
+    sizes: tuple[int, ...]
+    limit: float | None
+
+
+def test_tuples_and_optionals_cross_too() -> None:
+    assert decode(_Shapes, encode(_Shapes((4, 8), None)), "x.shapes") == _Shapes((4, 8), None)
+    assert decode(_Shapes, '{"sizes": [], "limit": 2}', "x.shapes") == _Shapes((), 2.0)
+    with pytest.raises(SettingsError, match=r"x\.shapes\.sizes\[1\] must be int"):
+        decode(_Shapes, '{"sizes": [4, "8"], "limit": null}', "x.shapes")
+    with pytest.raises(SettingsError, match=r"x\.shapes\.sizes must be a list"):
+        decode(_Shapes, '{"sizes": 4, "limit": null}', "x.shapes")
