@@ -98,9 +98,10 @@ class VideoFeaturesClient(ClientSettings):
     """Sync client for the `video_features` and `text_features` ensembles.
 
     One gRPC channel per client, reused by every call and thread; every call has a finite
-    deadline that covers its retries; UNAVAILABLE, NOT_FOUND (a model loading or unloading) and
-    RESOURCE_EXHAUSTED are retried with backoff, nothing else is. Config reads (`label_names`,
-    `max_batch_size`, hence every `*_batched` call) are retried alike, within `deadline_s`.
+    deadline that covers its retries; UNAVAILABLE, NOT_FOUND (a model loading or unloading),
+    CANCELLED (a server stopping mid-call) and RESOURCE_EXHAUSTED are retried with backoff,
+    nothing else is. Config reads (`label_names`, `max_batch_size`, hence every `*_batched`
+    call) are retried alike, within `deadline_s`.
     """
 
     def __init__(

@@ -21,7 +21,8 @@ class InvalidArgumentError(ReelserveError):
 class UnavailableError(ReelserveError):
     """The server cannot be reached, is starting or stopping; retried with backoff, then raised.
 
-    `status` is UNAVAILABLE, or NOT_FOUND when Triton answered for a model still loading or unloading.
+    `status` is UNAVAILABLE, NOT_FOUND when Triton answered for a model still loading or unloading,
+    or CANCELLED when the server shut down with the call in flight.
     """
 
     retryable = True
@@ -51,6 +52,10 @@ _BY_STATUS: dict[str, type[ReelserveError]] = {
     # Triton answers NOT_FOUND for a model that is loading or being unloaded (server start/stop);
     # the SDK only calls its own ensembles, so for it this means "not serving right now".
     "NOT_FOUND": UnavailableError,
+    # The SDK never cancels its own RPCs (a cancelled call crashes tritonserver 2.51; its gRPC
+    # deadline outlives the call's), so a CANCELLED it receives is the server shutting down with
+    # the call in flight: "not serving right now", like UNAVAILABLE.
+    "CANCELLED": UnavailableError,
     "RESOURCE_EXHAUSTED": ResourceExhaustedError,
     "DEADLINE_EXCEEDED": DeadlineExceededError,
     "UNAUTHENTICATED": UnauthenticatedError,
@@ -58,7 +63,7 @@ _BY_STATUS: dict[str, type[ReelserveError]] = {
 }
 
 # Every status we label metrics with: a closed set, so label values stay bounded.
-STATUS_LABELS = ("OK", *_BY_STATUS, "INTERNAL", "UNKNOWN", "CANCELLED", "OTHER")
+STATUS_LABELS = ("OK", *_BY_STATUS, "INTERNAL", "UNKNOWN", "OTHER")
 
 
 def from_status(status: str | None, details: str) -> ReelserveError:

@@ -3,7 +3,8 @@
 Feature extraction is a pure function of its inputs, so retrying a call the server never
 completed is safe; only statuses that say "not now" are retried, never a wrong request:
 UNAVAILABLE (unreachable, starting, stopping; not Triton's "protocol is restricted", which is an
-auth error), NOT_FOUND (Triton's answer for a model still loading or being unloaded) and
+auth error), NOT_FOUND (Triton's answer for a model still loading or being unloaded),
+CANCELLED (the server shut down mid-call; the SDK never cancels its own calls) and
 RESOURCE_EXHAUSTED. Which statuses these are is decided in `_errors.py` (`retryable`); this
 module only spaces the attempts.
 """

@@ -66,6 +66,7 @@ def test_retry_policy_edges() -> None:
         ("INVALID_ARGUMENT", InvalidArgumentError, False),
         ("StatusCode.UNAVAILABLE", UnavailableError, True),
         ("StatusCode.NOT_FOUND", UnavailableError, True),
+        ("StatusCode.CANCELLED", UnavailableError, True),
         ("StatusCode.RESOURCE_EXHAUSTED", ResourceExhaustedError, True),
         ("StatusCode.DEADLINE_EXCEEDED", DeadlineExceededError, False),
         ("StatusCode.UNAUTHENTICATED", UnauthenticatedError, False),
@@ -158,7 +159,12 @@ def nothing_listening() -> str:
 
 FAST_RETRY = RetryPolicy(max_attempts=3, initial_backoff_s=0.01, max_backoff_s=0.02)
 # The statuses the SDK retries, as README, `_retry.py` and the clients' docstrings name them.
-NOT_SERVING = ["StatusCode.UNAVAILABLE", "StatusCode.NOT_FOUND", "StatusCode.RESOURCE_EXHAUSTED"]
+NOT_SERVING = [
+    "StatusCode.UNAVAILABLE",
+    "StatusCode.NOT_FOUND",
+    "StatusCode.CANCELLED",
+    "StatusCode.RESOURCE_EXHAUSTED",
+]
 
 
 def test_retried_statuses_are_exactly_the_documented_ones() -> None:
