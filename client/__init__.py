@@ -12,7 +12,7 @@ from ._errors import (
     UnavailableError,
 )
 from ._retry import NO_RETRY, RetryPolicy
-from ._types import TextFeatures, VideoFeatures
+from ._types import LabelScores, TextFeatures, VideoFeatures
 
 __all__ = [
     "API_KEY_HEADER",
@@ -20,6 +20,7 @@ __all__ = [
     "ChannelOptions",
     "DeadlineExceededError",
     "InvalidArgumentError",
+    "LabelScores",
     "NO_RETRY",
     "ReelserveError",
     "ResourceExhaustedError",

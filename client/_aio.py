@@ -82,8 +82,8 @@ class AsyncVideoFeaturesClient(ClientSettings):
                     call.failed(e)
         return self._configs[model]
 
-    async def label_names(self, model: str = c.VIDEO_FEATURES) -> list[str]:
-        return p.labels_from_config(await self._config(model))
+    async def embedding_space(self, model: str = c.VIDEO_FEATURES) -> str:
+        return p.embedding_space_from_config(await self._config(model))
 
     async def max_batch_size(self, model: str = c.VIDEO_FEATURES) -> int:
         return p.max_batch_size_from_config(await self._config(model))
@@ -120,16 +120,21 @@ class AsyncVideoFeaturesClient(ClientSettings):
             rpc.exception()  # a late answer of a timed-out call is dropped, its error too
 
     async def video_features(
-        self, videos: Sequence[bytes], texts: Sequence[str | bytes] | None = None, *, deadline_s: float | None = None
+        self,
+        videos: Sequence[bytes],
+        texts: Sequence[str | bytes] | None = None,
+        *,
+        label_bank: str | None = None,
+        deadline_s: float | None = None,
     ) -> list[VideoFeatures]:
-        result = await self._infer(c.VIDEO_FEATURES, p.video_request(videos, texts), p.VIDEO_OUTPUTS, deadline_s)
-        return p.parse_video(result, await self.label_names(c.VIDEO_FEATURES))
+        inputs = p.video_request(videos, texts, label_bank)
+        return p.parse_video(await self._infer(c.VIDEO_FEATURES, inputs, p.VIDEO_OUTPUTS, deadline_s))
 
     async def text_features(
-        self, texts: Sequence[str | bytes], *, deadline_s: float | None = None
+        self, texts: Sequence[str | bytes], *, label_bank: str | None = None, deadline_s: float | None = None
     ) -> list[TextFeatures]:
-        result = await self._infer(c.TEXT_FEATURES, p.text_request(texts), p.TEXT_OUTPUTS, deadline_s)
-        return p.parse_text(result, await self.label_names(c.TEXT_FEATURES))
+        inputs = p.text_request(texts, label_bank)
+        return p.parse_text(await self._infer(c.TEXT_FEATURES, inputs, p.TEXT_OUTPUTS, deadline_s))
 
     async def embed(
         self, videos: Sequence[bytes], texts: Sequence[str | bytes] | None = None, *, deadline_s: float | None = None
@@ -142,6 +147,7 @@ class AsyncVideoFeaturesClient(ClientSettings):
         videos: Sequence[bytes],
         texts: Sequence[str | bytes] | None = None,
         *,
+        label_bank: str | None = None,
         concurrency: int = 4,
         deadline_s: float | None = None,
     ) -> list[VideoFeatures]:
@@ -151,12 +157,17 @@ class AsyncVideoFeaturesClient(ClientSettings):
 
         async def one(s: slice) -> list[VideoFeatures]:
             async with gate:
-                return await self.video_features(videos[s], texts[s], deadline_s=deadline_s)
+                return await self.video_features(videos[s], texts[s], label_bank=label_bank, deadline_s=deadline_s)
 
         return [f for part in await asyncio.gather(*(one(s) for s in parts)) for f in part]
 
     async def text_features_batched(
-        self, texts: Sequence[str | bytes], *, concurrency: int = 4, deadline_s: float | None = None
+        self,
+        texts: Sequence[str | bytes],
+        *,
+        label_bank: str | None = None,
+        concurrency: int = 4,
+        deadline_s: float | None = None,
     ) -> list[TextFeatures]:
         p.require_items(texts, c.TEXT.name)
         parts = p.chunks(len(texts), await self.max_batch_size(c.TEXT_FEATURES))
@@ -164,6 +175,6 @@ class AsyncVideoFeaturesClient(ClientSettings):
 
         async def one(s: slice) -> list[TextFeatures]:
             async with gate:
-                return await self.text_features(texts[s], deadline_s=deadline_s)
+                return await self.text_features(texts[s], label_bank=label_bank, deadline_s=deadline_s)
 
         return [f for part in await asyncio.gather(*(one(s) for s in parts)) for f in part]

@@ -100,7 +100,7 @@ class VideoFeaturesClient(ClientSettings):
     One gRPC channel per client, reused by every call and thread; every call has a finite
     deadline that covers its retries; UNAVAILABLE, NOT_FOUND (a model loading or unloading),
     CANCELLED (a server stopping mid-call) and RESOURCE_EXHAUSTED are retried with backoff,
-    nothing else is. Config reads (`label_names`, `max_batch_size`, hence every `*_batched`
+    nothing else is. Config reads (`embedding_space`, `max_batch_size`, hence every `*_batched`
     call) are retried alike, within `deadline_s`.
     """
 
@@ -155,7 +155,7 @@ class VideoFeaturesClient(ClientSettings):
             time.sleep(poll_s)
 
     def _config(self, model: str) -> dict:
-        """The ensemble's config (label bank, max batch size): read once, with the calls' retries."""
+        """The ensemble's config (embedding space, max batch size): read once, with the calls' retries."""
         if p.check_ensemble(model) not in self._configs:
             call = Call(model, self.url, self.deadline_s, self.retry, metrics=None)
             for timeout in call.attempts():
@@ -169,9 +169,9 @@ class VideoFeaturesClient(ClientSettings):
                     call.failed(e)
         return self._configs[model]
 
-    def label_names(self, model: str = c.VIDEO_FEATURES) -> list[str]:
-        """The zero-shot label bank, in `label_scores` order (read once from the server)."""
-        return p.labels_from_config(self._config(model))
+    def embedding_space(self, model: str = c.VIDEO_FEATURES) -> str:
+        """The id of the space the server embeds in; a label bank is published for exactly one (read once)."""
+        return p.embedding_space_from_config(self._config(model))
 
     def max_batch_size(self, model: str = c.VIDEO_FEATURES) -> int:
         return p.max_batch_size_from_config(self._config(model))
@@ -226,20 +226,27 @@ class VideoFeaturesClient(ClientSettings):
         return box["result"]
 
     def video_features(
-        self, videos: Sequence[bytes], texts: Sequence[str | bytes] | None = None, *, deadline_s: float | None = None
+        self,
+        videos: Sequence[bytes],
+        texts: Sequence[str | bytes] | None = None,
+        *,
+        label_bank: str | None = None,
+        deadline_s: float | None = None,
     ) -> list[VideoFeatures]:
         """Features of each video (container bytes) with its text (title, caption, ...; may be empty).
 
-        The label bank is read after the call (once, then cached), so a server that is still
-        starting meets the call's retries first.
+        Labels are scored against `label_bank`'s current version (None: the `default` bank); the
+        result names the version (`label_bank_version`) and its labels.
         """
-        result = self._infer(c.VIDEO_FEATURES, p.video_request(videos, texts), p.VIDEO_OUTPUTS, deadline_s)
-        return p.parse_video(result, self.label_names(c.VIDEO_FEATURES))
+        inputs = p.video_request(videos, texts, label_bank)
+        return p.parse_video(self._infer(c.VIDEO_FEATURES, inputs, p.VIDEO_OUTPUTS, deadline_s))
 
-    def text_features(self, texts: Sequence[str | bytes], *, deadline_s: float | None = None) -> list[TextFeatures]:
+    def text_features(
+        self, texts: Sequence[str | bytes], *, label_bank: str | None = None, deadline_s: float | None = None
+    ) -> list[TextFeatures]:
         """Texts alone (comments, captions): an embedding in the videos' space and label scores."""
-        result = self._infer(c.TEXT_FEATURES, p.text_request(texts), p.TEXT_OUTPUTS, deadline_s)
-        return p.parse_text(result, self.label_names(c.TEXT_FEATURES))
+        inputs = p.text_request(texts, label_bank)
+        return p.parse_text(self._infer(c.TEXT_FEATURES, inputs, p.TEXT_OUTPUTS, deadline_s))
 
     def embed(
         self, videos: Sequence[bytes], texts: Sequence[str | bytes] | None = None, *, deadline_s: float | None = None
@@ -253,22 +260,37 @@ class VideoFeaturesClient(ClientSettings):
         videos: Sequence[bytes],
         texts: Sequence[str | bytes] | None = None,
         *,
+        label_bank: str | None = None,
         concurrency: int = 4,
         deadline_s: float | None = None,
     ) -> list[VideoFeatures]:
-        """Any number of videos: split at the server's max batch size, sent concurrently, order kept."""
+        """Any number of videos: split at the server's max batch size, sent concurrently, order kept.
+
+        Parts may meet different versions of the bank while it is republished: each result names its own.
+        """
         texts = p.paired_texts(videos, texts)
         parts = p.chunks(len(videos), self.max_batch_size(c.VIDEO_FEATURES))
+
+        def part(s: slice) -> list[VideoFeatures]:
+            return self.video_features(videos[s], texts[s], label_bank=label_bank, deadline_s=deadline_s)
+
         with ThreadPoolExecutor(max(1, min(concurrency, len(parts)))) as pool:
-            results = pool.map(lambda s: self.video_features(videos[s], texts[s], deadline_s=deadline_s), parts)
-            return [f for part in results for f in part]
+            return [f for result in pool.map(part, parts) for f in result]
 
     def text_features_batched(
-        self, texts: Sequence[str | bytes], *, concurrency: int = 4, deadline_s: float | None = None
+        self,
+        texts: Sequence[str | bytes],
+        *,
+        label_bank: str | None = None,
+        concurrency: int = 4,
+        deadline_s: float | None = None,
     ) -> list[TextFeatures]:
         """Comments at volume: split at the server's max batch size, sent concurrently, order kept."""
         p.require_items(texts, c.TEXT.name)
         parts = p.chunks(len(texts), self.max_batch_size(c.TEXT_FEATURES))
+
+        def part(s: slice) -> list[TextFeatures]:
+            return self.text_features(texts[s], label_bank=label_bank, deadline_s=deadline_s)
+
         with ThreadPoolExecutor(max(1, min(concurrency, len(parts)))) as pool:
-            results = pool.map(lambda s: self.text_features(texts[s], deadline_s=deadline_s), parts)
-            return [f for part in results for f in part]
+            return [f for result in pool.map(part, parts) for f in result]

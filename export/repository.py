@@ -44,8 +44,12 @@ def _tensor(tensor: c.Tensor) -> str:
     return _port(Port(tensor))
 
 
+_PBTXT_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
 def _pbtxt_string(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A protobuf text-format string literal (C escapes; UTF-8 passes through)."""
+    return '"' + "".join(_PBTXT_ESCAPES.get(ch, ch) for ch in value) + '"'
 
 
 def _parameters(parameters: dict[str, str]) -> str:
@@ -55,9 +59,13 @@ def _parameters(parameters: dict[str, str]) -> str:
     )
 
 
-def ensemble_parameters(cfg: ReelserveConfig) -> dict[str, str]:
-    """What a client needs to read the outputs: the zero-shot label bank, in `label_scores` order."""
-    return {"labels": json.dumps(list(cfg.heads.labels))}
+def ensemble_parameters(embedding_space: str) -> dict[str, str]:
+    """What a client needs beside the outputs: the embedding space it publishes label banks in.
+
+    Label names travel with every response (`label_names`, `label_bank_version`): banks change
+    while the server runs, a config parameter could not follow them.
+    """
+    return {"embedding_space": embedding_space}
 
 
 def step_config(spec: StepSpec, cfg: ReelserveConfig) -> str:
@@ -77,7 +85,7 @@ def step_config(spec: StepSpec, cfg: ReelserveConfig) -> str:
     )
 
 
-def ensemble_config(spec: EnsembleSpec, cfg: ReelserveConfig) -> str:
+def ensemble_config(spec: EnsembleSpec, cfg: ReelserveConfig, embedding_space: str = "") -> str:
     def step(call: Call) -> str:
         maps = [f'input_map {{ key: "{n}" value: "{n}" }}' for n in call.inputs]
         maps += [f'output_map {{ key: "{n}" value: "{n}" }}' for n in call.outputs]
@@ -88,7 +96,7 @@ def ensemble_config(spec: EnsembleSpec, cfg: ReelserveConfig) -> str:
         f"input [\n{_SEP.join(_tensor(t) for t in spec.inputs)}\n]\n"
         f"output [\n{_SEP.join(_tensor(t) for t in spec.outputs)}\n]\n"
         f"ensemble_scheduling {{ step [\n{_SEP.join(step(call) for call in spec.calls)}\n] }}\n"
-        f"{_parameters(ensemble_parameters(cfg))}"
+        f"{_parameters(ensemble_parameters(embedding_space))}"
     )
 
 
@@ -100,10 +108,11 @@ def inside(root: Path, *parts: str) -> Path:
     return path
 
 
-def write_repository(root: Path, cfg: ReelserveConfig, target: str = "cpu") -> list[Path]:
+def write_repository(root: Path, cfg: ReelserveConfig, target: str = "cpu", *, embedding_space: str = "") -> list[Path]:
     """Write every config.pbtxt and model.py under `root`; returns the version folders of the steps.
 
     For the GPU target the encoders' folders get no `model.py`: their `model.plan` is the engine.
+    `embedding_space` is the exported heads' (`exported_embedding_space`); "" before they exist.
     """
     served = target_config(cfg, target)
     root.mkdir(parents=True, exist_ok=True)
@@ -115,10 +124,21 @@ def write_repository(root: Path, cfg: ReelserveConfig, target: str = "cpu") -> l
         if spec.python:
             (version / "model.py").write_text(MODEL_PY)
         version_dirs.append(version)
+    write_ensembles(root, cfg, target, embedding_space=embedding_space)
+    return version_dirs
+
+
+def write_ensembles(root: Path, cfg: ReelserveConfig, target: str = "cpu", *, embedding_space: str) -> None:
+    served = target_config(cfg, target)
     for spec in ensemble_specs():
         inside(root, spec.name, "1").mkdir(parents=True, exist_ok=True)  # Triton wants the version folder
-        inside(root, spec.name, "config.pbtxt").write_text(ensemble_config(spec, served))
-    return version_dirs
+        inside(root, spec.name, "config.pbtxt").write_text(ensemble_config(spec, served, embedding_space))
+
+
+def exported_embedding_space(exported: Path) -> str:
+    """The embedding space an exported repository's heads define (label banks must be built in it)."""
+    meta = json.loads((Path(exported) / c.FUSION_HEADS / "1" / "heads.json").read_text(encoding="utf-8"))
+    return meta["embedding_space"]
 
 
 def read_config(model_dir: Path):
@@ -142,7 +162,7 @@ def write_twin(exported: Path, root: Path, cfg: ReelserveConfig, target: str = "
     A variant of a served repository without re-exporting: another step setting (OCR off) or a
     hand-broken config in a test. Only settings the artifacts do not depend on may differ.
     """
-    write_repository(root, cfg, target)
+    write_repository(root, cfg, target, embedding_space=exported_embedding_space(exported))
     for model in sorted(p for p in Path(exported).iterdir() if (p / "config.pbtxt").exists()):
         for version in (p for p in model.iterdir() if p.is_dir()):
             for f in version.iterdir():

@@ -38,7 +38,6 @@ def _raw_call(raw: grpcclient.InferenceServerClient, model: str, inputs: dict[st
 def measure(url: str, rounds: int, video: bytes) -> list[tuple[str, str, float, float]]:
     raw = grpcclient.InferenceServerClient(url)
     sdk = VideoFeaturesClient(url, registry=CollectorRegistry())
-    sdk.label_names(c.VIDEO_FEATURES), sdk.label_names(c.TEXT_FEATURES)
     text = ["what a cute kitten, where was this filmed?"]
     cases = {
         "text_features": (

@@ -33,6 +33,7 @@ NUM_CLASSES = 1000  # EfficientNet-Lite0's ImageNet-1k logits
 HIDDEN = 384  # the text towers' token states and the embedding (multilingual-e5-small and MiniLM alike)
 TITLE_TOKENS = 12  # a short title, special tokens and prefix included
 TEXT_FRAME_HW = (640, 360)  # whole frames handed to OCR: a 360p portrait clip
+NOOP_BANK_VERSION = b"default/0"
 
 
 class _Rows:
@@ -77,6 +78,7 @@ class NoopPreprocessStep(Step):
         t, s = self.video.num_frames, self.video.image_size
         self.input_ids, self.attention_mask = _title_tokens(self)
         self.truncated = _Rows(np.zeros(1, np.bool_))
+        self.bank_version = _Rows(np.array([NOOP_BANK_VERSION], dtype=object))
         self.frames = _Rows(np.zeros((t, s, s, 3), np.uint8))
         self.frame_mask = _Rows(np.ones(t, np.bool_))  # every frame real: the encoder's full share of bytes
         n = max(1, self.ocr.frames)
@@ -91,6 +93,7 @@ class NoopPreprocessStep(Step):
                 c.INPUT_IDS.name: self.input_ids(rows),
                 c.ATTENTION_MASK.name: self.attention_mask(rows),
                 c.TEXT_TRUNCATED.name: self.truncated(rows),
+                c.LABEL_BANK_VERSION.name: self.bank_version(rows),
             }
             if inputs.get(c.VIDEO.name) is not None:  # video_features; text_features gets tokens only
                 out[c.FRAMES.name] = self.frames(rows)
@@ -180,8 +183,12 @@ class NoopFusionHeadsStep(Step):
         self.embedding = _Rows(embedding)
         self.tags = _Rows(np.array([f"noop tag {i}".encode() for i in range(k)], dtype=object))
         self.tag_scores = _Rows(np.linspace(0.5, 0.1, k, dtype=np.float32))  # best first, like a top-k
+        self.zero = _Rows(np.zeros(1, np.float32))
+        self.label_names = _Rows(np.array([f"noop label {i}".encode() for i in range(labels)], dtype=object))
         self.label_scores = _Rows(np.zeros(labels, np.float32))
+        self.label_probs = _Rows(np.full(labels, 1.0 / labels, np.float32))
         self.semantic_ids = _Rows(np.zeros(levels, np.int32))
+        self.semantic_id_version = _Rows(np.array([b"noop"], dtype=object))
 
     def run(self, requests: Sequence[Mapping[str, np.ndarray | None]]) -> list[Result]:
         results: list[Result] = []
@@ -192,8 +199,14 @@ class NoopFusionHeadsStep(Step):
                     c.EMBEDDING.name: self.embedding(rows),
                     c.TAGS.name: self.tags(rows),
                     c.TAG_SCORES.name: self.tag_scores(rows),
+                    c.TAG_ENTROPY.name: self.zero(rows),
+                    c.LABEL_NAMES.name: self.label_names(rows),
                     c.LABEL_SCORES.name: self.label_scores(rows),
+                    c.LABEL_PROBS.name: self.label_probs(rows),
+                    c.LABEL_ENTROPY.name: self.zero(rows),
+                    c.LABEL_MARGIN.name: self.zero(rows),
                     c.SEMANTIC_IDS.name: self.semantic_ids(rows),
+                    c.SEMANTIC_ID_VERSION.name: self.semantic_id_version(rows),
                 }
             )
         return results

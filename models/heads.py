@@ -4,8 +4,10 @@ The vision tower is an ImageNet classifier, not an image-text model, so the vide
 text tower's space by ConSE (Norouzi et al., ICLR 2014): its embedding is the
 probability-weighted mix of the text embeddings of its top-T class names. Both the video vector
 and the title's vector are centred on the mean class-name embedding (the text tower's space is
-anisotropic) and renormalised, then mixed into one unit vector. Labels of the zero-shot bank and
-the semantic-ID codebooks live in that same centred space.
+anisotropic) and renormalised, then mixed into one unit vector. Label banks and the semantic-ID
+codebooks live in that same centred space. The served graph scores no labels: banks change at run
+time and are scored by the `fusion_heads` step (`reelserve.labels`); `label_scores` here is the
+exported `default` bank's, the PyTorch reference of what the server answers for it.
 
 `save_heads` / `load_fusion_heads`: the fitted buffers as `heads.npz` and the settings and names
 as `heads.json`, in the `fusion_heads` step's version folder.
@@ -14,6 +16,7 @@ as `heads.json`, in the `fusion_heads` step's version folder.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +32,7 @@ class HeadsOutput:
     embedding: torch.Tensor  # [B, E] fp32, unit norm
     tag_ids: torch.Tensor  # [B, K] int64
     tag_scores: torch.Tensor  # [B, K] fp32
+    tag_entropy: torch.Tensor  # [B, 1] fp32, entropy of the whole class distribution / log(classes)
     label_scores: torch.Tensor  # [B, C] fp32, cosine in [-1, 1]
     semantic_ids: torch.Tensor  # [B, levels] int32
 
@@ -93,6 +97,8 @@ class FusionHeads(nn.Module):
         frame_probs = torch.softmax(frame_logits / self.tag_temperature, dim=-1)
         clip_probs = masked_mean_pool(frame_probs, frame_mask)  # [B, classes]
         tag_scores, tag_ids = torch.topk(clip_probs, self.top_k_tags, dim=-1)
+        plogp = clip_probs * torch.log(clip_probs.clamp(min=1e-12))
+        tag_entropy = -plogp.sum(dim=-1, keepdim=True) / math.log(clip_probs.shape[-1])  # text only: 0
 
         video = self.video_vector(clip_probs) * has_video
         text = self.centred(l2_normalize(masked_mean_pool(token_states, token_mask))) * has_text
@@ -104,6 +110,7 @@ class FusionHeads(nn.Module):
             embedding=embedding,
             tag_ids=tag_ids,
             tag_scores=tag_scores,
+            tag_entropy=tag_entropy,
             label_scores=embedding @ self.label_bank.T,
             semantic_ids=self.semantic_ids(embedding),
         )

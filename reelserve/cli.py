@@ -1,4 +1,4 @@
-"""`reelserve` command line: export, serve, demo, loadtest."""
+"""`reelserve` command line: export, serve, demo, labels, semantic-ids, loadtest."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from reelserve import __version__
-from reelserve.config import DEFAULT, ReelserveConfig
+from reelserve.config import DEFAULT, LABEL_BANKS_DIR, ReelserveConfig
 
 
 def _server_args(p: argparse.ArgumentParser) -> None:
@@ -20,6 +20,12 @@ def _server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--http-port", type=int, default=s.http_port, help="default: %(default)s")
     p.add_argument("--metrics-port", type=int, default=s.metrics_port, help="default: %(default)s")
     p.add_argument("--log-file", type=Path, default=None, help="tritonserver log (default: under ~/.cache/reelserve)")
+    p.add_argument(
+        "--label-banks",
+        type=Path,
+        default=LABEL_BANKS_DIR,
+        help="label-bank store the server reads, published to by `reelserve labels publish` (default: %(default)s)",
+    )
 
 
 def _access_args(p: argparse.ArgumentParser) -> None:
@@ -41,6 +47,7 @@ def _config(args: argparse.Namespace) -> ReelserveConfig:
         http_port=args.http_port,
         metrics_port=args.metrics_port,
         log_file=args.log_file,
+        label_banks=getattr(args, "label_banks", None),
         api_key=getattr(args, "api_key", None) or None,
         tls_cert=getattr(args, "tls_cert", None),
         tls_key=getattr(args, "tls_key", None),
@@ -234,6 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--rounds", type=int, default=10, help="latency rounds over all clips (default %(default)s)")
     p.set_defaults(func=cmd_demo)
+
+    from reelserve.export.semantic_id_report import add_parser as add_semantic_ids
+    from reelserve.labels.cli import add_parser as add_labels
+
+    add_labels(sub)
+    add_semantic_ids(sub)
 
     from reelserve.loadtests import harness
 

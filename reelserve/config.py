@@ -11,6 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# Where `reelserve serve` and `reelserve labels` keep label banks unless told (`--label-banks DIR`).
+LABEL_BANKS_DIR = REPO_ROOT / "label_banks"
+# How the server's label-bank store (ServerConfig.label_banks) reaches the python-backend steps.
+LABEL_BANKS_ENV = "REELSERVE_LABEL_BANKS"
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,9 @@ class HeadsConfig:
     codebook_size: int = 256
     kmeans_iters: int = 25
     seed: int = 0
-    # Labels may be written in any language: the default tower embeds them all in one space.
+    # The prompts of the exported `default` label bank (one label per prompt, named by it); any
+    # language: the default tower embeds them all in one space. Other banks are published at run
+    # time (`reelserve labels publish`, BanksConfig).
     labels: tuple[str, ...] = (
         "a cat",
         "a dog",
@@ -88,6 +94,16 @@ class HeadsConfig:
         "science",
         "fashion",
     )
+
+
+@dataclass(frozen=True)
+class BanksConfig:
+    """How `preprocess` and `fusion_heads` read the label-bank store (`reelserve.labels.store`)."""
+
+    # A bank's current version is looked up at most this often: a published version serves
+    # within this (plus one request), and the store costs no file read per request.
+    refresh_s: float = 1.0
+    max_cached_versions: int = 32  # bank versions a step keeps loaded (requests pin one each)
 
 
 @dataclass(frozen=True)
@@ -152,6 +168,9 @@ class ServerConfig:
     metrics_port: int = 8002
     model_repository: Path = REPO_ROOT / "model_repository"
     log_file: Path | None = None
+    # The label-bank store the steps read (`reelserve serve --label-banks DIR`); None: only the
+    # exported `default` bank. It reaches the stubs as $REELSERVE_LABEL_BANKS.
+    label_banks: Path | None = None
     ready_timeout_s: float = 120.0
     python_shm_bytes: int = 64 * 1024 * 1024
     # Access. With an API key every gRPC/HTTP protocol but health and metadata (the probes) needs
@@ -174,6 +193,7 @@ class ReelserveConfig:
     text: TextConfig = field(default_factory=TextConfig)
     ocr: OcrConfig = field(default_factory=OcrConfig)
     heads: HeadsConfig = field(default_factory=HeadsConfig)
+    banks: BanksConfig = field(default_factory=BanksConfig)
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     slo: SloConfig = field(default_factory=SloConfig)

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from reelserve import __version__
 from reelserve.config import ReelserveConfig
+from reelserve.labels.store import EXPORTED_BANK_DIR
 from reelserve.models.bert_encoder import TextTower
 from reelserve.models.text_towers import TOKENIZER_FILE, TOWER_FILE, tower_spec
 from reelserve.models.vision_tower import VisionTower, load_efficientnet_lite0
@@ -229,7 +230,10 @@ def write_gpu_repository(root: Path, cfg: ReelserveConfig, cpu_repository: Path,
     """Configs for the GPU target; python steps' artifacts from the CPU export; the serving engines if built."""
     if root.exists():
         shutil.rmtree(root)
-    version_dirs = {d.parent.name: d for d in repository.write_repository(root, cfg, target="gpu")}
+    space = repository.exported_embedding_space(cpu_repository)
+    version_dirs = {
+        d.parent.name: d for d in repository.write_repository(root, cfg, target="gpu", embedding_space=space)
+    }
     for step, files in (
         (c.PREPROCESS, [TOKENIZER_FILE, TOWER_FILE]),
         (c.OCR, [TOKENIZER_FILE, TOWER_FILE]),
@@ -237,6 +241,8 @@ def write_gpu_repository(root: Path, cfg: ReelserveConfig, cpu_repository: Path,
     ):
         for name in files:
             shutil.copy(cpu_repository / step / "1" / name, version_dirs[step] / name)
+    for step in (c.PREPROCESS, c.FUSION_HEADS):  # the exported default label bank both read
+        shutil.copytree(cpu_repository / step / "1" / EXPORTED_BANK_DIR, version_dirs[step] / EXPORTED_BANK_DIR)
     for step in GPU_ENGINES:
         plan = engines.get(f"{step}.{cfg.gpu.serve_precision}")
         if plan is not None:

@@ -40,7 +40,7 @@ import numpy as np
 PROMPT_WEIGHT_IN_EXAMPLES = 2.0  # k: the prompts weigh as much as this many examples
 DEFAULT_TEMPERATURE = 0.05  # uncalibrated, CLIP-like (logit scale 20)
 MIN_CALIBRATION_EXAMPLES = 4  # leave-one-out rows needed (spanning >= 2 labels) to fit T
-TEMPERATURE_RANGE = (0.005, 2.0)  # T is searched in here, log-spaced
+TEMPERATURE_RANGE = (0.01, 2.0)  # T is searched in here, log-spaced
 _GRID_POINTS = 60
 _GOLDEN_STEPS = 40
 _EPS = 1e-12

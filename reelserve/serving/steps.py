@@ -16,7 +16,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from reelserve.config import EncoderConfig, OcrConfig, TextConfig, VideoConfig
+from reelserve.config import BanksConfig, EncoderConfig, OcrConfig, TextConfig, VideoConfig
+from reelserve.labels.prototypes import scores
+from reelserve.labels.store import DEFAULT_BANK, EXPORTED_BANK_DIR, BankError, BankReader, parse_tag, store_from_env
 from reelserve.spec import contract as c
 
 from .errors import InvalidInputError
@@ -77,6 +79,20 @@ class Step:
     def encoder(self) -> EncoderConfig:
         return self._section("encoder", EncoderConfig)
 
+    @property
+    def banks(self) -> BanksConfig:
+        return self._section("banks", BanksConfig)
+
+    def bank_reader(self) -> BankReader:
+        """The label banks: the server's store ($REELSERVE_LABEL_BANKS) over the exported default bank."""
+        b = self.banks
+        return BankReader(
+            store_from_env(),
+            self.version_dir / EXPORTED_BANK_DIR,
+            refresh_s=b.refresh_s,
+            max_versions=b.max_cached_versions,
+        )
+
 
 class PreprocessStep(Step):
     """Validates, decodes and tokenizes a whole request before the ensemble fans out.
@@ -92,11 +108,40 @@ class PreprocessStep(Step):
         super().__init__(settings, version_dir)
         self.text_frames = TextFrames(self.ocr.frames, self.ocr.max_side)
         self.tokenizer = TextTokenizer.from_folder(self.version_dir, self.text)
+        self.banks_reader = self.bank_reader()
+
+    def pin_bank(self, tensor: np.ndarray | None, items: int) -> np.ndarray:
+        """The request's label bank -> the version it is scored with, `[B, 1]` "bank/version" (one bank per request)."""
+        if tensor is None:
+            name = DEFAULT_BANK
+        else:
+            given = _bytes_items(tensor, c.LABEL_BANK.name)
+            if len(given) != items:
+                raise InvalidInputError(c.LABEL_BANK.name, f"has {len(given)} items but 'text' has {items}")
+            names = set(given)
+            if len(names) != 1:
+                raise InvalidInputError(c.LABEL_BANK.name, f"names {len(names)} banks; one request scores against one")
+            raw = names.pop()
+            try:
+                name = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidInputError(c.LABEL_BANK.name, "is not valid UTF-8") from None
+        try:
+            bank = self.banks_reader.current(name)
+        except BankError as e:
+            raise InvalidInputError(c.LABEL_BANK.name, str(e)) from None
+        return np.array([[bank.tag.encode("utf-8")]] * items, dtype=object)
 
     def run_one(self, inputs: Mapping[str, np.ndarray | None]) -> Arrays:
         texts = _bytes_items(inputs.get(c.TEXT.name), c.TEXT.name)
+        pinned = self.pin_bank(inputs.get(c.LABEL_BANK.name), len(texts))
         ids, mask, truncated = self.tokenizer.encode(texts)
-        out = {c.INPUT_IDS.name: ids, c.ATTENTION_MASK.name: mask, c.TEXT_TRUNCATED.name: truncated[:, None]}
+        out = {
+            c.INPUT_IDS.name: ids,
+            c.ATTENTION_MASK.name: mask,
+            c.TEXT_TRUNCATED.name: truncated[:, None],
+            c.LABEL_BANK_VERSION.name: pinned,
+        }
         if inputs.get(c.VIDEO.name) is None:  # text_features: the text is all there is
             empty = ~mask.any(axis=1)
             if empty.any():
@@ -257,9 +302,10 @@ class TextEncoderStep(Step):
 
 
 class FusionHeadsStep(Step):
-    """Fusion and heads in one ONNX graph; maps tag ids to names. Frames are optional (text_features).
+    """Fusion and heads in one ONNX graph; maps tag ids to names; scores the label bank the request pinned.
 
-    It never refuses a request: `preprocess` already did, before the ensemble fanned out.
+    Frames are optional (text_features). It never refuses a request: `preprocess` already did,
+    before the ensemble fanned out, and pinned a bank version that exists (versions are immutable).
     """
 
     name = c.FUSION_HEADS
@@ -270,6 +316,21 @@ class FusionHeadsStep(Step):
         meta = json.loads((self.version_dir / "heads.json").read_text(encoding="utf-8"))
         self.tag_names = np.array([t.encode("utf-8") for t in meta["tags"]], dtype=object)
         self.num_classes = len(self.tag_names)
+        self.semantic_id_version = np.array([[meta["semantic_id_version"].encode("utf-8")]], dtype=object)
+        self.banks_reader = self.bank_reader()
+
+    def label_outputs(self, embedding: np.ndarray, pinned: np.ndarray) -> Arrays:
+        """Scores of `embedding` [B, E] against the bank version `pinned` ([B, 1] "bank/version", one per request)."""
+        bank = self.banks_reader.version(*parse_tag(pinned[0, 0].decode("utf-8")))
+        cos, probs, entropy, margin = scores(embedding, bank.prototypes, bank.temperature)
+        names = np.array([x.encode("utf-8") for x in bank.labels], dtype=object)
+        return {
+            c.LABEL_NAMES.name: np.broadcast_to(names, (len(embedding), len(names))),
+            c.LABEL_SCORES.name: cos,
+            c.LABEL_PROBS.name: probs,
+            c.LABEL_ENTROPY.name: entropy.reshape(-1, 1),
+            c.LABEL_MARGIN.name: margin.reshape(-1, 1),
+        }
 
     def run(self, requests: Sequence[Mapping[str, np.ndarray | None]]) -> list[Result]:
         states = [np.asarray(r[c.TOKEN_STATES.name], dtype=np.float32) for r in requests]
@@ -297,16 +358,19 @@ class FusionHeadsStep(Step):
         merged = dict(zip(names, outputs, strict=True))
         results: list[Result] = []
         row = 0
-        for fm in fmasks:
+        for r, fm in zip(requests, fmasks, strict=True):
             rows = slice(row, row + fm.shape[0])
             row += fm.shape[0]
+            embedding = merged[c.EMBEDDING.name][rows]
             results.append(
                 {
-                    c.EMBEDDING.name: merged[c.EMBEDDING.name][rows],
+                    c.EMBEDDING.name: embedding,
                     c.TAGS.name: self.tag_names[merged[c.TAG_IDS.name][rows]],
                     c.TAG_SCORES.name: merged[c.TAG_SCORES.name][rows],
-                    c.LABEL_SCORES.name: merged[c.LABEL_SCORES.name][rows],
+                    c.TAG_ENTROPY.name: merged[c.TAG_ENTROPY.name][rows],
+                    **self.label_outputs(embedding, np.asarray(r[c.LABEL_BANK_VERSION.name])),
                     c.SEMANTIC_IDS.name: merged[c.SEMANTIC_IDS.name][rows].astype(np.int32),
+                    c.SEMANTIC_ID_VERSION.name: np.broadcast_to(self.semantic_id_version, (len(embedding), 1)),
                 }
             )
         return results

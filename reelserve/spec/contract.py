@@ -38,11 +38,19 @@ class Tensor:
 # Client-facing tensors.
 VIDEO = Tensor("video", "TYPE_STRING", (1,))
 TEXT = Tensor("text", "TYPE_STRING", (1,))
+LABEL_BANK = Tensor("label_bank", "TYPE_STRING", (1,), optional=True)  # absent: the `default` bank
 EMBEDDING = Tensor("embedding", "TYPE_FP32", (-1,))
 TAGS = Tensor("tags", "TYPE_STRING", (-1,))
 TAG_SCORES = Tensor("tag_scores", "TYPE_FP32", (-1,))
-LABEL_SCORES = Tensor("label_scores", "TYPE_FP32", (-1,))
+TAG_ENTROPY = Tensor("tag_entropy", "TYPE_FP32", (1,))  # of the whole class distribution, / log(classes)
+LABEL_BANK_VERSION = Tensor("label_bank_version", "TYPE_STRING", (1,))  # "bank/version" the scores are for
+LABEL_NAMES = Tensor("label_names", "TYPE_STRING", (-1,))  # that version's labels, in score order
+LABEL_SCORES = Tensor("label_scores", "TYPE_FP32", (-1,))  # cosine to each label's prototype
+LABEL_PROBS = Tensor("label_probs", "TYPE_FP32", (-1,))  # softmax(cosine / the bank's fitted temperature)
+LABEL_ENTROPY = Tensor("label_entropy", "TYPE_FP32", (1,))  # of label_probs, / log(labels)
+LABEL_MARGIN = Tensor("label_margin", "TYPE_FP32", (1,))  # top-1 minus top-2 probability
 SEMANTIC_IDS = Tensor("semantic_ids", "TYPE_INT32", (-1,))
+SEMANTIC_ID_VERSION = Tensor("semantic_id_version", "TYPE_STRING", (1,))  # the codebook the IDs come from
 OCR_TEXT = Tensor("ocr_text", "TYPE_STRING", (1,))  # printed text, lines in reading order; "" when none
 
 # Tensors between steps.
@@ -56,10 +64,30 @@ TEXT_TRUNCATED = Tensor("text_truncated", "TYPE_BOOL", (1,))
 FRAME_LOGITS = Tensor("frame_logits", "TYPE_FP32", (-1, -1))  # [T, classes]
 TOKEN_STATES = Tensor("token_states", "TYPE_FP32", (-1, -1))  # [L, hidden]
 TAG_IDS = Tensor("tag_ids", "TYPE_INT64", (-1,))  # inside the heads graph; the step maps them to `tags`
-FUSION_HEADS_OUTPUTS = (EMBEDDING, TAGS, TAG_SCORES, LABEL_SCORES, SEMANTIC_IDS)  # what the fusion_heads step serves
+LABEL_OUTPUTS = (LABEL_NAMES, LABEL_SCORES, LABEL_PROBS, LABEL_ENTROPY, LABEL_MARGIN)  # scored against the bank
+FUSION_HEADS_OUTPUTS = (  # what the fusion_heads step serves
+    EMBEDDING,
+    TAGS,
+    TAG_SCORES,
+    TAG_ENTROPY,
+    *LABEL_OUTPUTS,
+    SEMANTIC_IDS,
+    SEMANTIC_ID_VERSION,
+)
 
 # Each ensemble's whole wire contract: every input a client sends, every output it gets back.
-VIDEO_FEATURES_INPUTS = (VIDEO, TEXT)
-VIDEO_FEATURES_OUTPUTS = (EMBEDDING, TAGS, TAG_SCORES, LABEL_SCORES, SEMANTIC_IDS, OCR_TEXT, TEXT_TRUNCATED)
-TEXT_FEATURES_INPUTS = (TEXT,)
-TEXT_FEATURES_OUTPUTS = (EMBEDDING, LABEL_SCORES, TEXT_TRUNCATED)
+VIDEO_FEATURES_INPUTS = (VIDEO, TEXT, LABEL_BANK)
+VIDEO_FEATURES_OUTPUTS = (
+    EMBEDDING,
+    TAGS,
+    TAG_SCORES,
+    TAG_ENTROPY,
+    LABEL_BANK_VERSION,
+    *LABEL_OUTPUTS,
+    SEMANTIC_IDS,
+    SEMANTIC_ID_VERSION,
+    OCR_TEXT,
+    TEXT_TRUNCATED,
+)
+TEXT_FEATURES_INPUTS = (TEXT, LABEL_BANK)
+TEXT_FEATURES_OUTPUTS = (EMBEDDING, LABEL_BANK_VERSION, *LABEL_OUTPUTS, TEXT_TRUNCATED)

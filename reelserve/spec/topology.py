@@ -21,11 +21,11 @@ GPU_ENGINES = (c.VISION_ENCODER, c.TEXT_ENCODER)  # TensorRT plans on the GPU ta
 
 # The config sections (fields of `ReelserveConfig`) each python step reads, in its config.pbtxt.
 STEP_SECTIONS: dict[str, tuple[str, ...]] = {
-    c.PREPROCESS: ("video", "text", "ocr"),
+    c.PREPROCESS: ("video", "text", "ocr", "banks"),
     c.OCR: ("text", "ocr"),
     c.VISION_ENCODER: ("encoder",),
     c.TEXT_ENCODER: ("encoder",),
-    c.FUSION_HEADS: ("encoder",),
+    c.FUSION_HEADS: ("encoder", "banks"),
 }
 
 
@@ -94,8 +94,17 @@ def _optional(tensor: c.Tensor) -> c.Tensor:
 
 _STEP_IO: dict[str, tuple[tuple[Port, ...], tuple[c.Tensor, ...]]] = {
     c.PREPROCESS: (
-        _ports(_optional(c.VIDEO), c.TEXT),  # video absent: text_features
-        (c.FRAMES, c.FRAME_MASK, c.TEXT_FRAMES, c.TEXT_FRAME_SIZES, c.INPUT_IDS, c.ATTENTION_MASK, c.TEXT_TRUNCATED),
+        _ports(_optional(c.VIDEO), c.TEXT, c.LABEL_BANK),  # video absent: text_features
+        (
+            c.FRAMES,
+            c.FRAME_MASK,
+            c.TEXT_FRAMES,
+            c.TEXT_FRAME_SIZES,
+            c.INPUT_IDS,
+            c.ATTENTION_MASK,
+            c.TEXT_TRUNCATED,
+            c.LABEL_BANK_VERSION,  # the bank version the request is pinned to, chosen here
+        ),
     ),
     c.OCR: (
         (Port(c.TEXT), *_ports(c.TEXT_FRAMES, c.TEXT_FRAME_SIZES, ragged=True)),
@@ -104,7 +113,10 @@ _STEP_IO: dict[str, tuple[tuple[Port, ...], tuple[c.Tensor, ...]]] = {
     c.VISION_ENCODER: (_ports(c.FRAMES, c.FRAME_MASK), (c.FRAME_LOGITS,)),
     c.TEXT_ENCODER: (_ports(c.INPUT_IDS, c.ATTENTION_MASK, ragged=True), (c.TOKEN_STATES,)),
     c.FUSION_HEADS: (
-        _ports(_optional(c.FRAME_LOGITS), _optional(c.FRAME_MASK), c.TOKEN_STATES, c.ATTENTION_MASK, ragged=True),
+        (
+            *_ports(_optional(c.FRAME_LOGITS), _optional(c.FRAME_MASK), c.TOKEN_STATES, c.ATTENTION_MASK, ragged=True),
+            Port(c.LABEL_BANK_VERSION),
+        ),
         c.FUSION_HEADS_OUTPUTS,  # frames absent: text_features
     ),
 }
@@ -158,10 +170,13 @@ def ensemble_specs() -> list[EnsembleSpec]:
 
     In `video_features` the text tower's tokens come from `ocr` (the title with the printed text),
     so `preprocess`'s own tokens of the title are left unmapped; `text_features` uses them.
+    `preprocess` pins the request's label-bank version; `fusion_heads` scores with exactly that one.
     """
     tokens = _names(c.INPUT_IDS, c.ATTENTION_MASK)
     text_frames = _names(c.TEXT_FRAMES, c.TEXT_FRAME_SIZES)
     text_encoder = Call(c.TEXT_ENCODER, tokens, _names(c.TOKEN_STATES))
+    pinned = (c.TEXT_TRUNCATED.name, c.LABEL_BANK_VERSION.name)
+    scored = _names(c.EMBEDDING, *c.LABEL_OUTPUTS)
     return [
         EnsembleSpec(
             c.VIDEO_FEATURES,
@@ -170,15 +185,15 @@ def ensemble_specs() -> list[EnsembleSpec]:
             (
                 Call(
                     c.PREPROCESS,
-                    _names(c.VIDEO, c.TEXT),
-                    (*_names(c.FRAMES, c.FRAME_MASK), *text_frames, c.TEXT_TRUNCATED.name),
+                    _names(c.VIDEO, c.TEXT, c.LABEL_BANK),
+                    (*_names(c.FRAMES, c.FRAME_MASK), *text_frames, *pinned),
                 ),
                 Call(c.VISION_ENCODER, _names(c.FRAMES, c.FRAME_MASK), _names(c.FRAME_LOGITS)),
                 Call(c.OCR, (c.TEXT.name, *text_frames), (c.OCR_TEXT.name, *tokens)),
                 text_encoder,
                 Call(
                     c.FUSION_HEADS,
-                    _names(c.FRAME_LOGITS, c.FRAME_MASK, c.TOKEN_STATES, c.ATTENTION_MASK),
+                    _names(c.FRAME_LOGITS, c.FRAME_MASK, c.TOKEN_STATES, c.ATTENTION_MASK, c.LABEL_BANK_VERSION),
                     _names(*c.FUSION_HEADS_OUTPUTS),
                 ),
             ),
@@ -188,9 +203,9 @@ def ensemble_specs() -> list[EnsembleSpec]:
             c.TEXT_FEATURES_INPUTS,
             c.TEXT_FEATURES_OUTPUTS,
             (
-                Call(c.PREPROCESS, _names(c.TEXT), (*tokens, c.TEXT_TRUNCATED.name)),
+                Call(c.PREPROCESS, _names(c.TEXT, c.LABEL_BANK), (*tokens, *pinned)),
                 text_encoder,
-                Call(c.FUSION_HEADS, (c.TOKEN_STATES.name, c.ATTENTION_MASK.name), _names(c.EMBEDDING, c.LABEL_SCORES)),
+                Call(c.FUSION_HEADS, _names(c.TOKEN_STATES, c.ATTENTION_MASK, c.LABEL_BANK_VERSION), scored),
             ),
         ),
     ]

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
-from reelserve.config import ServerConfig, cache_dir
+from reelserve.config import LABEL_BANKS_ENV, ServerConfig, cache_dir
 
 from .access import access_args, redact
 from .errors import ServerStartError
@@ -174,6 +174,9 @@ class TritonServer:
         env["PATH"] = os.pathsep.join(p for p in (str(Path(sys.prefix) / "bin"), env.get("PATH", "")) if p)
         ld = env.get("LD_LIBRARY_PATH", "")
         env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(self.install.lib_dir), ld) if p)
+        env.pop(LABEL_BANKS_ENV, None)  # the store is the config's, never inherited by accident
+        if self.cfg.label_banks is not None:
+            env[LABEL_BANKS_ENV] = str(Path(self.cfg.label_banks).resolve())
         env.update(self.env_overrides)
         return env
 

@@ -109,7 +109,7 @@ def drained(client: VideoFeaturesClient, timeout_s: float = 120.0) -> bool:
 def test_deadline_shorter_than_the_call_raises_timeout(tritonserver, clips) -> None:
     registry = CollectorRegistry()
     with VideoFeaturesClient(tritonserver.grpc_url, registry=registry) as client:
-        client.label_names()  # metadata first, so only the inference meets the deadline
+        client.embedding_space()  # metadata first, so only the inference meets the deadline
         with pytest.raises(DeadlineExceededError, match="deadline"):
             client.video_features(clips * 3, deadline_s=0.005)
         # the call gave up at its deadline, before the answer of 9 videos: its RPC is still out
@@ -118,7 +118,7 @@ def test_deadline_shorter_than_the_call_raises_timeout(tritonserver, clips) -> N
 
         async def run_async():
             async with AsyncVideoFeaturesClient(tritonserver.grpc_url, registry=CollectorRegistry()) as aclient:
-                await aclient.label_names()
+                await aclient.embedding_space()
                 with pytest.raises(DeadlineExceededError, match="deadline"):
                     await aclient.video_features(clips * 3, deadline_s=0.005)
                 assert len(aclient._pending) == 1 and not any(rpc.done() for rpc in aclient._pending)

@@ -207,7 +207,7 @@ def test_uncounted_call_can_succeed_and_be_abandoned() -> None:
 
 
 METADATA_CALLS = {
-    "label_names": lambda client: client.label_names(),
+    "embedding_space": lambda client: client.embedding_space(),
     "max_batch_size": lambda client: client.max_batch_size(),
     "video_features_batched": lambda client: client.video_features_batched([b"v1", b"v2"], ["a", "b"]),
 }
@@ -257,16 +257,16 @@ def test_unreachable_server_is_unavailable_after_bounded_retries() -> None:
 
 
 def test_a_model_name_the_sdk_cannot_call_is_refused_at_once() -> None:
-    """`label_names("typo")` would meet Triton's NOT_FOUND, which is retried until the deadline."""
+    """`embedding_space("typo")` would meet Triton's NOT_FOUND, which is retried until the deadline."""
     with VideoFeaturesClient(nothing_listening(), registry=CollectorRegistry(), retry=FAST_RETRY) as client:
         known = r"model must be one of \['video_features', 'text_features'\], got 'typo'"
-        for read in (client.label_names, client.max_batch_size):
+        for read in (client.embedding_space, client.max_batch_size):
             with pytest.raises(ValueError, match=known):
                 read("typo")
 
     async def read_async() -> None:
         async with AsyncVideoFeaturesClient(nothing_listening(), registry=CollectorRegistry(), retry=FAST_RETRY) as aio:
             with pytest.raises(ValueError, match="got 'vidoe_features'"):
-                await aio.label_names("vidoe_features")
+                await aio.embedding_space("vidoe_features")
 
     asyncio.run(read_async())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -144,19 +143,18 @@ def test_ocr_config_flows_into_both_steps(tmp_path: Path) -> None:
     assert pre["text"] == ocr["text"] == cfg.text
 
 
-def test_labels_parameter_round_trips(configs) -> None:
+def test_ensembles_carry_the_embedding_space_not_labels(configs) -> None:
+    """Labels change at run time (label banks): they travel with responses, never in a config."""
     for name in ENSEMBLES:
-        labels = json.loads(configs[name].parameters["labels"].string_value)
-        assert labels == list(DEFAULT.heads.labels)
+        assert set(configs[name].parameters) == {"embedding_space"}
 
 
-def test_labels_with_quotes_backslashes_and_unicode(tmp_path: Path) -> None:
-    labels = ('say "cheese"', "back\\slash \\n not a newline", "猫と café ☕", "tab\tand\nnewline", "Ünïcödé 🚀", "")
-    cfg = replace(DEFAULT, heads=replace(DEFAULT.heads, labels=labels))
-    write_repository(tmp_path, cfg)
-    for name in ENSEMBLES:
-        parsed = _parse(tmp_path / name / "config.pbtxt")
-        assert json.loads(parsed.parameters["labels"].string_value) == list(labels)
+def test_parameters_with_quotes_backslashes_and_unicode(tmp_path: Path) -> None:
+    odd = ('say "cheese"', "back\\slash \\n not a newline", "猫と café ☕", "tab\tand\nnewline", "Ünïcödé 🚀", "")
+    for space in odd:
+        write_repository(tmp_path, DEFAULT, embedding_space=space)
+        for name in ENSEMBLES:
+            assert _parse(tmp_path / name / "config.pbtxt").parameters["embedding_space"].string_value == space
 
 
 def test_batching_config_flows_into_every_config(tmp_path: Path) -> None:

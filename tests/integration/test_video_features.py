@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from reelserve.client import InvalidArgumentError, VideoFeaturesClient
+from reelserve.config import DEFAULT
 from reelserve.samples import SampleVideo, demo_videos, load_photo, malformed_videos, render_clip
 from reelserve.spec import contract as c
 
@@ -75,7 +76,10 @@ def test_embeddings_unit_norm_and_shapes(client: VideoFeaturesClient, clips) -> 
     assert len(f.tags) == 5 and all(0.0 <= s <= 1.0 for _, s in f.tags)
     assert [s for _, s in f.tags] == sorted((s for _, s in f.tags), reverse=True)
     assert len(f.semantic_ids) == 3 and all(0 <= i < 256 for i in f.semantic_ids)
-    assert set(f.label_scores) == set(client.label_names())
+    assert list(f.label_scores) == list(f.label_probs) == list(DEFAULT.heads.labels)
+    assert f.label_bank_version == "default/0"  # the exported bank: no store given
+    assert abs(sum(f.label_probs.values()) - 1) < 1e-4 and 0 <= f.label_entropy <= 1 and 0 <= f.label_margin <= 1
+    assert 0 < f.tag_entropy < 1 and f.semantic_id_version.startswith("rq3x256-")
 
 
 def test_similar_videos_are_closer(client: VideoFeaturesClient, clips) -> None:

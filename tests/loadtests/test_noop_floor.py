@@ -57,7 +57,7 @@ def test_steps_produce_the_real_names_dtypes_and_shapes(noop_repository: Path) -
     assert ids.dtype == mask.dtype == np.int64 and ids.shape == mask.shape and mask.all()
     assert pre[c.TEXT_TRUNCATED.name].shape == (2, 1) and not pre[c.TEXT_TRUNCATED.name].any()
     text_only = _run(c.PREPROCESS, Path("."), {c.VIDEO.name: None, c.TEXT.name: texts})
-    assert set(text_only) == {c.INPUT_IDS.name, c.ATTENTION_MASK.name, c.TEXT_TRUNCATED.name}
+    assert set(text_only) == {c.INPUT_IDS.name, c.ATTENTION_MASK.name, c.TEXT_TRUNCATED.name, c.LABEL_BANK_VERSION.name}
 
     n = DEFAULT.ocr.frames
     assert pre[c.TEXT_FRAMES.name].shape == (2, n, 640, 360, 3) and pre[c.TEXT_FRAMES.name].dtype == np.uint8
@@ -76,7 +76,12 @@ def test_steps_produce_the_real_names_dtypes_and_shapes(noop_repository: Path) -
     out = _run(c.FUSION_HEADS, heads_dir, {c.TOKEN_STATES.name: states, c.ATTENTION_MASK.name: mask})
     np.testing.assert_allclose(np.linalg.norm(out[c.EMBEDDING.name], axis=1), 1.0)
     assert out[c.TAGS.name].shape == out[c.TAG_SCORES.name].shape == (2, DEFAULT.heads.top_k_tags)
-    assert out[c.LABEL_SCORES.name].shape == (2, len(DEFAULT.heads.labels))
+    labels = len(DEFAULT.heads.labels)
+    assert (
+        out[c.LABEL_SCORES.name].shape == out[c.LABEL_PROBS.name].shape == out[c.LABEL_NAMES.name].shape == (2, labels)
+    )
+    for name in (c.TAG_ENTROPY.name, c.LABEL_ENTROPY.name, c.LABEL_MARGIN.name, c.SEMANTIC_ID_VERSION.name):
+        assert out[name].shape == (2, 1), name
     assert out[c.SEMANTIC_IDS.name].shape == (2, DEFAULT.heads.semantic_id_levels)
     assert out[c.SEMANTIC_IDS.name].dtype == np.int32
 
@@ -91,12 +96,12 @@ def test_served_noop_floor_answers_like_reelserve(noop_repository: Path) -> None
             (f,) = client.video_features([video], ["my cat"])
             assert f.embedding.shape == (384,) and abs(float(np.linalg.norm(f.embedding)) - 1) < 1e-6
             assert len(f.tags) == 5 and len(f.semantic_ids) == 3
-            assert list(f.label_scores) == list(DEFAULT.heads.labels)
+            assert len(f.label_scores) == len(DEFAULT.heads.labels) and f.label_bank_version == "default/0"
             assert f.text_truncated is False and f.ocr_text == ""
 
             batch = client.video_features([video] * 4, ["a", "b", "c", "d"])
             assert len(batch) == 4 and all(len(b.tags) == 5 and b.embedding.shape == (384,) for b in batch)
 
             (t,) = client.text_features(["a kitten sleeping"])
-            assert t.embedding.shape == (384,) and list(t.label_scores) == list(DEFAULT.heads.labels)
+            assert t.embedding.shape == (384,) and len(t.label_scores) == len(DEFAULT.heads.labels)
             assert len(client.text_features(["one", "two", "three", "four"])) == 4

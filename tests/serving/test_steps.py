@@ -64,9 +64,13 @@ def _ok(result) -> dict[str, np.ndarray]:
 
 
 def _texts(preprocess: s.PreprocessStep, *texts: str) -> dict[str, np.ndarray]:
-    """Token ids and mask exactly as the preprocess step makes them."""
+    """Token ids and mask exactly as the preprocess step makes them, and the bank version it pins (no bank asked)."""
     ids, mask, _ = preprocess.tokenizer.encode([t.encode() for t in texts])
-    return {c.INPUT_IDS.name: ids, c.ATTENTION_MASK.name: mask}
+    return {
+        c.INPUT_IDS.name: ids,
+        c.ATTENTION_MASK.name: mask,
+        c.LABEL_BANK_VERSION.name: preprocess.pin_bank(None, len(texts)),
+    }
 
 
 def _clip_request(photos, mask: list[bool], seed: int) -> dict[str, np.ndarray]:
@@ -137,7 +141,11 @@ def test_text_ragged_batching(text_encoder, preprocess) -> None:
 def _heads_input(preprocess, text_encoder, *texts: str) -> dict[str, np.ndarray]:
     tok = _texts(preprocess, *texts)
     states = _ok(text_encoder.run([{k: tok[k] for k in (c.INPUT_IDS.name, c.ATTENTION_MASK.name)}])[0])
-    return {c.TOKEN_STATES.name: states[c.TOKEN_STATES.name], c.ATTENTION_MASK.name: tok[c.ATTENTION_MASK.name]}
+    return {
+        c.TOKEN_STATES.name: states[c.TOKEN_STATES.name],
+        c.ATTENTION_MASK.name: tok[c.ATTENTION_MASK.name],
+        c.LABEL_BANK_VERSION.name: tok[c.LABEL_BANK_VERSION.name],  # pinned by preprocess
+    }
 
 
 def test_heads_text_features_path_equals_text_only(heads, preprocess, text_encoder, model_repository) -> None:
@@ -164,6 +172,10 @@ def test_heads_text_features_path_equals_text_only(heads, preprocess, text_encod
             torch.from_numpy(text[c.ATTENTION_MASK.name]),
         )
     np.testing.assert_allclose(got_none[c.EMBEDDING.name], want.embedding.numpy(), atol=1e-5)
+    # the exported default bank (`default/0`) scores as the PyTorch heads' label bank does
+    names = [n.decode() for n in got_none[c.LABEL_NAMES.name][0]]
+    assert names == list(DEFAULT.heads.labels)
+    np.testing.assert_allclose(got_none[c.LABEL_SCORES.name], want.label_scores.numpy(), atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(got_none[c.EMBEDDING.name], axis=1), 1.0, atol=1e-5)
     assert got_none[c.SEMANTIC_IDS.name].dtype == np.int32
     np.testing.assert_array_equal(got_none[c.SEMANTIC_IDS.name], want.semantic_ids.numpy())
