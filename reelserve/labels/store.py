@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import tempfile
 import threading
 import time
@@ -39,7 +40,8 @@ log = logging.getLogger(__name__)
 DEFAULT_BANK = "default"  # the bank a request gets when it names none: the one `reelserve export` wrote
 EXPORTED_VERSION = 0  # `default/0`: the exported default bank, inside the model repository
 EXPORTED_BANK_DIR = "default_bank"  # its folder in the version folders of `preprocess` and `fusion_heads`
-BANK_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+BANK_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")  # always .fullmatch: `$` alone lets "name\n" through
+NUMBER = re.compile(r"[0-9]+")  # ASCII digits (str.isdigit() also takes "³", which int() refuses)
 BANK_JSON, PROTOTYPES, CURRENT = "bank.json", "prototypes.npy", "CURRENT"
 _FIELDS = {"bank", "version", "labels", "temperature", "calibrated", "embedding_space", "sha256", "created", "report"}
 
@@ -74,13 +76,13 @@ class Bank:
 def parse_tag(tag: str) -> tuple[str, int]:
     """`"topics/3"` -> ("topics", 3), strictly."""
     name, sep, number = tag.partition("/")
-    if not sep or not BANK_NAME.match(name) or not number.isdigit():
+    if not sep or not BANK_NAME.fullmatch(name) or not NUMBER.fullmatch(number):
         raise BankError(f"label bank version {tag!r} is not 'bank/number'")
     return name, int(number)
 
 
 def check_bank_name(name: str) -> str:
-    if not isinstance(name, str) or not BANK_NAME.match(name):
+    if not isinstance(name, str) or not BANK_NAME.fullmatch(name):
         raise BankError(f"label bank name {name!r} must match {BANK_NAME.pattern} (it is a directory name)")
     return name
 
@@ -113,7 +115,7 @@ def read_version_files(folder: Path, *, expect: tuple[str, int] | None = None) -
     try:
         meta = json.loads((folder / BANK_JSON).read_text(encoding="utf-8"))
         protos = np.load(folder / PROTOTYPES, allow_pickle=False)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, EOFError) as e:  # EOFError: np.load of an empty file
         raise BankError(f"{where}: cannot read the bank version ({type(e).__name__}: {e})") from e
     if not isinstance(meta, dict) or set(meta) != _FIELDS:
         got = sorted(meta) if isinstance(meta, dict) else type(meta).__name__
@@ -159,20 +161,20 @@ class BankStore:
     def banks(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if BANK_NAME.match(p.name) and (p / "versions").is_dir())
+        return sorted(p.name for p in self.root.iterdir() if BANK_NAME.fullmatch(p.name) and (p / "versions").is_dir())
 
     def versions(self, name: str) -> list[int]:
         folder = self.bank_dir(name) / "versions"
         if not folder.is_dir():
             return []
-        return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
+        return sorted(int(p.name) for p in folder.iterdir() if NUMBER.fullmatch(p.name))
 
     def current(self, name: str) -> int | None:
         try:
             text = (self.bank_dir(name) / CURRENT).read_text().strip()
         except FileNotFoundError:
             return None
-        if not text.isdigit():
+        if not NUMBER.fullmatch(text):
             raise BankError(f"{self.bank_dir(name) / CURRENT}: {text!r} is not a version number")
         return int(text)
 
@@ -188,15 +190,15 @@ class BankStore:
             number = max([0, *self.versions(bank.name)]) + 1
             numbered = replace(bank, version=number)
             staging = Path(tempfile.mkdtemp(prefix=".publishing-", dir=versions))
-            write_version_files(staging, numbered, created)
-            read_version_files(staging, expect=(bank.name, number))  # what readers will check, before it is visible
             try:
+                write_version_files(staging, numbered, created)
+                read_version_files(staging, expect=(bank.name, number))  # what readers will check, before it is visible
                 staging.rename(versions / str(number))
-            except OSError:  # another publisher took this number: take the next
-                for f in staging.iterdir():
-                    f.unlink()
-                staging.rmdir()
-                continue
+            except BaseException as e:  # leave no staging folder behind, whatever went wrong
+                shutil.rmtree(staging, ignore_errors=True)
+                if isinstance(e, OSError) and (versions / str(number)).exists():
+                    continue  # another publisher took this number: take the next
+                raise  # a bank that does not pass, no room to write it, ...: not a lost race, no retry
             self.set_current(bank.name, number)
             return numbered
 
@@ -236,7 +238,7 @@ class BankReader:
         self.embedding_space = self._exported.embedding_space
         self._versions: OrderedDict[tuple[str, int], Bank] = OrderedDict()
         self._current: dict[str, tuple[float, Bank]] = {}  # name -> (checked at, bank)
-        self._warned: set[str] = set()
+        self._warned: set[tuple[str, str]] = set()  # (bank, cause): logged once
         self._lock = threading.Lock()
 
     def _check(self, bank: Bank) -> Bank:
@@ -274,6 +276,10 @@ class BankReader:
             return cached[1]
         try:
             bank = self._lookup(name)
+            if bank is self._exported and cached is not None and cached[1] is not self._exported:
+                # a published `default` that is gone (store unmounted, bank removed): like any other bank,
+                # keep the last good one rather than fall back to the exported default/0
+                bank = self._keep(name, cached[1], "the bank is gone from the store")
         except UnknownBankError:
             if cached is None:
                 raise
@@ -288,7 +294,7 @@ class BankReader:
 
     def _lookup(self, name: str) -> Bank:
         number = None
-        if self.store is not None and BANK_NAME.match(name):
+        if self.store is not None and BANK_NAME.fullmatch(name):
             number = self.store.current(name)
         if number is not None:
             return self.version(name, number)
@@ -297,8 +303,8 @@ class BankReader:
         raise UnknownBankError(f"unknown label bank {name!r}; this server has {self.names()}")
 
     def _keep(self, name: str, last: Bank, why: str) -> Bank:
-        if why not in self._warned:
-            self._warned.add(why)
+        if (name, why) not in self._warned:
+            self._warned.add((name, why))
             log.warning("label bank %r: keeping %s: %s", name, last.tag, why)
         return last
 
