@@ -93,7 +93,16 @@ def cmd_export(args: argparse.Namespace) -> int:
                     f"parity {step:15s} {row['output']:14s} max|err| {row['max_abs_error']:.2e}  "
                     f"min cosine {row['min_cosine']:.6f}"
                 )
-        print(f"semantic IDs: {report.semantic_ids}")
+        ids = report.semantic_ids
+        stats = ids.get("stats", {})
+        levels = ", ".join(
+            f"L{level['level']} used {level['utilisation']:.0%} perplexity {level['perplexity']:.0f}"
+            for level in stats.get("levels", [])
+        )
+        print(
+            f"semantic IDs {ids.get('version')} on {ids.get('corpus_size')} {ids.get('corpus')}: {levels}; "
+            f"collision rate {stats.get('collision_rate')}, max {stats.get('max_items_per_code')} items per code"
+        )
         print(f"export took {sum(report.seconds.values()):.1f}s: {report.seconds}")
     print(f"model repository ready: {args.out}")
     return 0

@@ -1,8 +1,14 @@
-"""`reelserve demo`: export (or reuse), serve, send real short videos over gRPC, print what came back."""
+"""`reelserve demo`: export (or reuse), serve, send real short videos over gRPC, print what came back.
+
+It also publishes a small few-shot label bank from its own clips (`samples.write_few_shot_spec`)
+to the running server and shows a label learned from example clips alone picking a held-out clip.
+"""
 
 from __future__ import annotations
 
+import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +29,9 @@ def percentile_ms(samples: list[float], q: float) -> float:
 def run_demo(cfg: ReelserveConfig, *, rounds: int = 10, repository: Path | None = None) -> int:
     from reelserve.client import VideoFeaturesClient
     from reelserve.export.cpu import export_cpu
-    from reelserve.samples import demo_videos
+    from reelserve.labels.publish import publish
+    from reelserve.labels.spec import load_spec
+    from reelserve.samples import demo_videos, few_shot_videos, write_few_shot_spec
 
     repo = repository or cfg.server.model_repository
     start = time.perf_counter()
@@ -35,7 +43,8 @@ def run_demo(cfg: ReelserveConfig, *, rounds: int = 10, repository: Path | None 
     clips = [v.render() for v in videos]
     print(f"rendered {len(clips)} clips from scikit-image photos ({sum(map(len, clips)) // 1024} KiB in all)")
 
-    server_cfg = on_free_ports(cfg.server, repo)
+    scratch = Path(tempfile.mkdtemp(prefix="reelserve-demo-"))
+    server_cfg = replace(on_free_ports(cfg.server, repo), label_banks=scratch / "label_banks")
     start = time.perf_counter()
     with TritonServer(server_cfg) as server:
         server.wait_ready(models=[c.VIDEO_FEATURES, c.TEXT_FEATURES])
@@ -49,6 +58,14 @@ def run_demo(cfg: ReelserveConfig, *, rounds: int = 10, repository: Path | None 
                     client.video_features([clip], [v.title])
                     latencies.append(time.perf_counter() - t0)
             queries = client.text_features(list(TEXT_QUERIES))
+
+            start = time.perf_counter()
+            published = publish(client, load_spec(write_few_shot_spec(scratch / "spec")), server_cfg.label_banks)
+            publish_s = time.perf_counter() - start
+            held_out = {
+                label: client.video_features([clip.render()], [""], label_bank="demo")[0]
+                for label, clip in few_shot_videos()[1].items()
+            }
 
     print()
     for v, f in zip(videos, features, strict=True):
@@ -70,6 +87,23 @@ def run_demo(cfg: ReelserveConfig, *, rounds: int = 10, repository: Path | None 
         nearest = videos[int(np.argmax(emb @ text.embedding))].name
         top = max(text.label_scores, key=text.label_scores.get)
         print(f"text_features({query!r}) -> top label {top!r}, nearest video {nearest}")
+    bank, built = published.bank, published.built
+    print(f"\nfew-shot label bank {bank.tag} published in {publish_s:.1f}s (served at once, no restart):")
+    for name in bank.labels:
+        n = built.counts[name]
+        print(f"  {name:12s} {n['prompts']} prompt(s), {n['examples']} example clip(s)")
+    if built.calibrated:
+        print(
+            f"  temperature {built.temperature:.3f} fitted by leave-one-out on {built.loo_items} clips: "
+            f"accuracy {built.loo_accuracy:.2f}, ECE {built.ece:.3f}"
+        )
+    else:
+        print(f"  temperature {built.temperature:g}, uncalibrated (too few example clips to fit one)")
+    for label, f in held_out.items():
+        print(
+            f"  held-out {label} clip -> {f.top_label} (p {f.label_probs[f.top_label]:.2f}, "
+            f"entropy {f.label_entropy:.2f}, margin {f.label_margin:.2f}; learned from examples only)"
+        )
     print(
         f"\nvideo_features latency over {len(latencies)} sequential calls: "
         f"p50 {percentile_ms(latencies, 50):.1f} ms, p99 {percentile_ms(latencies, 99):.1f} ms"

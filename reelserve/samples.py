@@ -201,7 +201,17 @@ def _photo_loader(name: str) -> Callable[[], np.ndarray]:
 
 
 # Photos that scikit-image ships inside its wheel (no download).
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "hubble_deep_field", "camera")
+PHOTOS = (
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "motorcycle_left",
+    "hubble_deep_field",
+    "camera",
+    "immunohistochemistry",  # stained tissue under a microscope: no ImageNet class, no demo label names it
+    "retina",  # a fundus photograph of an eye: likewise
+)
 
 
 def load_photo(name: str) -> np.ndarray:
@@ -241,6 +251,57 @@ def demo_videos() -> list[SampleVideo]:
         SampleVideo("motorcycle_tour", "Motorrad-Tour am Wochenende", "motorcycle_left", "pan", "h264"),
         SampleVideo("hubble", "Galáxias vistas pelo Hubble", "hubble_deep_field", "zoom", "vp9", "DEEP FIELD"),
     ]
+
+
+def few_shot_videos() -> tuple[dict[str, list[SampleVideo]], dict[str, SampleVideo]]:
+    """Concepts no prompt of the default bank names, as support clips per label and one held-out clip each.
+
+    The held-out clip shows the same kind of picture with another camera move and codec, so a
+    label learned from the support clips alone should pick it (`reelserve labels publish`).
+    """
+    support = {
+        "microscopy": [
+            SampleVideo("tissue_zoom", "", "immunohistochemistry", "zoom", "h264"),
+            SampleVideo("tissue_pan", "", "immunohistochemistry", "pan", "vp9"),
+        ],
+        "eye-exam": [
+            SampleVideo("fundus_zoom", "", "retina", "zoom", "h264"),
+            SampleVideo("fundus_pan", "", "retina", "pan", "vp9"),
+        ],
+    }
+    held_out = {
+        "microscopy": SampleVideo("tissue_still", "", "immunohistochemistry", "still", "mpeg4"),
+        "eye-exam": SampleVideo("fundus_still", "", "retina", "still", "mpeg4"),
+    }
+    return support, held_out
+
+
+def write_few_shot_spec(folder: Path, name: str = "demo", **render: object) -> Path:
+    """A bank spec (YAML) with prompted labels and the few-shot-only labels of `few_shot_videos`, clips beside it.
+
+    `render` goes to every clip's `render` (e.g. seconds, size: smaller clips for tests).
+    """
+    import yaml
+
+    folder = Path(folder)
+    (folder / "clips").mkdir(parents=True, exist_ok=True)
+    support, _ = few_shot_videos()
+    labels: list[dict] = [
+        {"name": "cat", "prompts": ["a cat", "猫", "un gato"]},
+        {"name": "coffee", "prompts": ["coffee", "una taza de café"]},
+        {"name": "space", "prompts": ["outer space", "a rocket launch"]},
+    ]
+    for label, clips in support.items():
+        paths = []
+        for clip in clips:
+            path = folder / "clips" / f"{clip.name}.{'webm' if clip.codec.startswith('vp') else 'mp4'}"
+            path.write_bytes(clip.render(**render))
+            paths.append(str(path.relative_to(folder)))
+        labels.append({"name": label, "examples": paths})  # learned from the clips alone: no prompt
+    spec = folder / f"{name}.yaml"
+    text = yaml.safe_dump({"name": name, "labels": labels}, allow_unicode=True, sort_keys=False)
+    spec.write_text(text, encoding="utf-8")
+    return spec
 
 
 def _png_bytes(image: np.ndarray) -> bytes:

@@ -22,7 +22,6 @@ label's prompts without a word.
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -31,8 +30,9 @@ from typing import Literal
 
 import yaml
 
+from .store import BANK_NAME
+
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".m4v", ".avi")
-BANK_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")  # matched whole: the name is a directory name
 MAX_LABEL_NAME = 200
 _TOP_KEYS = ("name", "labels")
 _LABEL_KEYS = ("name", "prompts", "examples")
@@ -189,7 +189,7 @@ def parse_spec(data: object, base: Path) -> BankSpec:
     if not isinstance(name, str):
         raise SpecError(f"bank name must be a string, got {_type_name(name)}")
     if not BANK_NAME.fullmatch(name):
-        raise SpecError(f"bank name {name!r} must match ^{BANK_NAME.pattern}$ (it becomes a directory name)")
+        raise SpecError(f"bank name {name!r} must match {BANK_NAME.pattern} (it becomes a directory name)")
     if "labels" not in data:
         raise SpecError("missing labels")
     raw = _list(data["labels"], "labels", "top level")

@@ -190,6 +190,7 @@ class BankStore:
             number = max([0, *self.versions(bank.name)]) + 1
             numbered = replace(bank, version=number)
             staging = Path(tempfile.mkdtemp(prefix=".publishing-", dir=versions))
+            staging.chmod(0o755)  # mkdtemp's 0700 would hide the version from a server running as another user
             try:
                 write_version_files(staging, numbered, created)
                 read_version_files(staging, expect=(bank.name, number))  # what readers will check, before it is visible
@@ -199,7 +200,13 @@ class BankStore:
                 if isinstance(e, OSError) and (versions / str(number)).exists():
                     continue  # another publisher took this number: take the next
                 raise  # a bank that does not pass, no room to write it, ...: not a lost race, no retry
-            self.set_current(bank.name, number)
+            try:  # concurrent publishers: the newest version stays current
+                current = self.current(bank.name)
+                newer = current is not None and current > number and current in self.versions(bank.name)
+            except BankError:  # a broken CURRENT: publishing repairs it
+                newer = False
+            if not newer:
+                self.set_current(bank.name, number)
             return numbered
 
     def set_current(self, name: str, version: int) -> None:
