@@ -292,9 +292,10 @@ class BankReader:
                 raise
             bank = self._keep(name, cached[1], "the bank is gone from the store")
         except (BankError, OSError) as e:
-            if cached is None:
+            last = cached[1] if cached is not None else self._newest_good(name)
+            if last is None:
                 raise UnknownBankError(f"label bank {name!r} cannot be used: {e}") from e
-            bank = self._keep(name, cached[1], str(e))
+            bank = self._keep(name, last, str(e))
         with self._lock:
             self._current[name] = (now, bank)
         return bank
@@ -308,6 +309,23 @@ class BankReader:
         if name == DEFAULT_BANK:
             return self._exported
         raise UnknownBankError(f"unknown label bank {name!r}; this server has {self.names()}")
+
+    def _newest_good(self, name: str) -> Bank | None:
+        """With `CURRENT` unreadable and nothing served yet (a fresh instance): the newest version that loads.
+
+        Every `preprocess` instance is its own process with its own last good version; this keeps
+        one that never served the bank from refusing it while its siblings keep serving.
+        """
+        try:
+            numbers = self.store.versions(name) if self.store is not None else []
+        except (BankError, OSError):
+            return None
+        for number in reversed(numbers):
+            try:
+                return self.version(name, number)
+            except (BankError, OSError):
+                continue
+        return None
 
     def _keep(self, name: str, last: Bank, why: str) -> Bank:
         if (name, why) not in self._warned:

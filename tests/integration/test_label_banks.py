@@ -66,14 +66,21 @@ def _text_bank(name: str, *labels: str) -> BankSpec:
 
 
 def _wait_for_version(client: VideoFeaturesClient, bank: str, tag: str) -> float:
-    """Seconds until a new request to `bank` is answered with version `tag`."""
+    """Seconds until a new request to `bank` is answered with version `tag` (called right after it was published).
+
+    Each `preprocess` instance is a process that re-reads `CURRENT` on its own clock, so one may
+    answer with the new version up to `refresh_s` before the other: return only once both must have.
+    """
     start = time.monotonic()
     while True:
         (f,) = client.text_features(["a cat on a sofa"], label_bank=bank)
         if f.label_bank_version == tag:
-            return time.monotonic() - start
+            break
         assert time.monotonic() - start < 3 * PICKUP_S, f"still {f.label_bank_version}, want {tag}"
         time.sleep(0.05)
+    seen = time.monotonic() - start
+    time.sleep(max(0.0, DEFAULT.banks.refresh_s + 0.2 - seen))
+    return seen
 
 
 def test_few_shot_label_picks_the_held_out_clip(client, demo_bank) -> None:

@@ -833,16 +833,28 @@ def test_a_broken_store_after_a_good_read_keeps_the_last_good_version(
     assert reader.current("topics").tag == "topics/3"
 
 
-def test_a_broken_current_with_nothing_cached_is_refused(store: BankStore, root: Path, exported: Path) -> None:
+def test_a_broken_current_with_nothing_cached_serves_the_newest_good_version(
+    store: BankStore, root: Path, exported: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fresh instance (nothing served yet) does not refuse a bank its sibling instances keep serving."""
+    for seed in (1, 2, 3):
+        store.publish(make_bank(seed=seed))
+    (version_dir(root, "topics", 3) / PROTOTYPES).write_bytes(b"")  # the newest is broken: skipped
+    (root / "topics" / CURRENT).write_text("garbage")
+    with caplog.at_level(logging.WARNING, logger="reelserve.labels.store"):
+        assert BankReader(root, exported).current("topics").tag == "topics/2"
+    assert "keeping topics/2" in caplog.text and "not a version number" in caplog.text
+
+
+def test_a_broken_current_with_no_good_version_is_refused(store: BankStore, root: Path, exported: Path) -> None:
     store.publish(make_bank(seed=1))
     (root / "topics" / CURRENT).write_text("garbage")
-    reader = BankReader(root, exported)
-    with pytest.raises(UnknownBankError, match="'topics' cannot be used.*not a version number"):
-        reader.current("topics")
     (version_dir(root, "topics", 1) / PROTOTYPES).write_bytes(b"")
+    with pytest.raises(UnknownBankError, match="'topics' cannot be used.*not a version number"):
+        BankReader(root, exported).current("topics")
     (root / "topics" / CURRENT).write_text("1")
     with pytest.raises(UnknownBankError, match="cannot be used.*cannot read"):
-        reader.current("topics")
+        BankReader(root, exported).current("topics")
 
 
 def test_max_versions_evicts_the_least_recently_used(
