@@ -68,7 +68,7 @@ async def run_plan(
     """Every level of `plan` against `target`; rows carry the server breakdown when `metrics_url` is known."""
     rows, runs = [], []
     for i, level in enumerate(plan.levels):
-        before = triton_metrics.scrape(metrics_url)[0] if metrics_url else None
+        before = await _quiet_scrape(metrics_url) if metrics_url else None
         if plan.mode == "open":
             expected = len(runner.arrival_times(level, plan.duration_s, plan.max_requests, plan.arrival, plan.seed + i))
             with _progress(expected, f"{target.name} {level:g} rps", progress) as bar:
@@ -89,6 +89,24 @@ async def run_plan(
         rows.append(row)
         runs.append(run)
     return rows, runs
+
+
+async def _quiet_scrape(metrics_url: str) -> triton_metrics.Scrape:
+    """Triton's counters once the answers already sent (warm-up, a previous level) are all counted.
+
+    The success counter of an ensemble is bumped a moment after its response leaves, so a scrape
+    right after the warm-up can miss its last call, which then lands in the next run's counts.
+    Re-read until two reads 0.1 s apart agree (at most SETTLE_S).
+    """
+    deadline = time.monotonic() + SETTLE_S
+    last = triton_metrics.scrape(metrics_url)[0]
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        now = triton_metrics.scrape(metrics_url)[0]
+        if now == last:
+            return now
+        last = now
+    return last
 
 
 async def _server_breakdown(metrics_url: str, before, client: dict[str, int]) -> dict[str, dict[str, float]]:

@@ -29,7 +29,7 @@ def percentile_ms(samples: list[float], q: float) -> float:
 def run_demo(cfg: ReelserveConfig, *, rounds: int = 10, repository: Path | None = None) -> int:
     from reelserve.client import VideoFeaturesClient
     from reelserve.export.cpu import export_cpu
-    from reelserve.labels.publish import publish
+    from reelserve.labels.publish import publish, summary
     from reelserve.labels.spec import load_spec
     from reelserve.samples import demo_videos, few_shot_videos, write_few_shot_spec
 
@@ -87,18 +87,8 @@ def run_demo(cfg: ReelserveConfig, *, rounds: int = 10, repository: Path | None 
         nearest = videos[int(np.argmax(emb @ text.embedding))].name
         top = max(text.label_scores, key=text.label_scores.get)
         print(f"text_features({query!r}) -> top label {top!r}, nearest video {nearest}")
-    bank, built = published.bank, published.built
-    print(f"\nfew-shot label bank {bank.tag} published in {publish_s:.1f}s (served at once, no restart):")
-    for name in bank.labels:
-        n = built.counts[name]
-        print(f"  {name:12s} {n['prompts']} prompt(s), {n['examples']} example clip(s)")
-    if built.calibrated:
-        print(
-            f"  temperature {built.temperature:.3f} fitted by leave-one-out on {built.loo_items} clips: "
-            f"accuracy {built.loo_accuracy:.2f}, ECE {built.ece:.3f}"
-        )
-    else:
-        print(f"  temperature {built.temperature:g}, uncalibrated (too few example clips to fit one)")
+    print(f"\nfew-shot label bank {published.bank.tag} published in {publish_s:.1f}s (served at once, no restart):")
+    print("\n".join(summary(published)))
     for label, f in held_out.items():
         print(
             f"  held-out {label} clip -> {f.top_label} (p {f.label_probs[f.top_label]:.2f}, "

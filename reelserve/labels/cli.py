@@ -45,7 +45,7 @@ def _bar(total: int, desc: str, quiet: bool):
 def cmd_publish(args: argparse.Namespace) -> int:
     from reelserve.client import ReelserveError
 
-    from .publish import PublishError, items_in, publish
+    from .publish import PublishError, items_in, publish, summary
     from .spec import SpecError, load_spec
 
     try:
@@ -57,19 +57,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
             result = publish(client, spec, args.label_banks, progress=bar.update)
     except (PublishError, ReelserveError) as e:
         return _fail(f"{args.spec}: nothing published: {e}")
-    bank, built = result.bank, result.built
-    print(f"published {bank.tag} to {args.label_banks} (embedding space {bank.embedding_space})")
-    for name in bank.labels:
-        n = built.counts[name]
-        print(f"  {name:30s} {n['prompts']:3d} prompt(s) {n['examples']:3d} example(s)")
-    if built.calibrated:
-        print(
-            f"temperature {built.temperature:.4f} fitted by leave-one-out on {built.loo_items} examples: "
-            f"accuracy {built.loo_accuracy:.3f}, ECE {built.ece:.3f}, NLL {built.nll:.3f}"
-        )
-    else:
-        acc = f"; leave-one-out accuracy {built.loo_accuracy:.3f}" if built.loo_accuracy is not None else ""
-        print(f"temperature {built.temperature:g} (uncalibrated: too few examples to fit one){acc}")
+    print(f"published {result.bank.tag} to {args.label_banks} (embedding space {result.bank.embedding_space})")
+    print("\n".join(summary(result)))
     return 0
 
 

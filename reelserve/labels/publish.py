@@ -111,5 +111,23 @@ def publish(
     return Published(BankStore(store_root).publish(bank), built)
 
 
+def summary(published: Published) -> list[str]:
+    """What a publish built, one line per label and one for the temperature (printed by the CLI and the demo)."""
+    bank, built = published.bank, published.built
+    lines = [
+        f"  {name:24s} {built.counts[name]['prompts']:3d} prompt(s) {built.counts[name]['examples']:3d} example(s)"
+        for name in bank.labels
+    ]
+    if built.calibrated:
+        lines.append(
+            f"  temperature {built.temperature:.4f} fitted by leave-one-out on {built.loo_items} examples: "
+            f"accuracy {built.loo_accuracy:.3f}, ECE {built.ece:.3f}, NLL {built.nll:.3f}"
+        )
+    else:
+        acc = f"; leave-one-out accuracy {built.loo_accuracy:.3f}" if built.loo_accuracy is not None else ""
+        lines.append(f"  temperature {built.temperature:g} (uncalibrated: too few examples to fit one){acc}")
+    return lines
+
+
 def items_in(spec: BankSpec) -> int:
     return sum(len(label.prompts) + len(label.examples) for label in spec.labels)
