@@ -17,7 +17,7 @@ import numpy as np
 
 from reelserve.client import InvalidArgumentError, VideoFeaturesClient
 
-from .prototypes import BuiltBank, LabelEmbeddings, build_bank
+from .prototypes import TEMPERATURE_RANGE, BuiltBank, LabelEmbeddings, build_bank
 from .spec import BankSpec, Example
 from .store import Bank, BankStore
 
@@ -119,8 +119,9 @@ def summary(published: Published) -> list[str]:
         for name in bank.labels
     ]
     if built.calibrated:
+        floor = " (its floor: the examples separate cleanly)" if built.temperature <= TEMPERATURE_RANGE[0] else ""
         lines.append(
-            f"  temperature {built.temperature:.4f} fitted by leave-one-out on {built.loo_items} examples: "
+            f"  temperature {built.temperature:.4f}{floor} fitted by leave-one-out on {built.loo_items} examples: "
             f"accuracy {built.loo_accuracy:.3f}, ECE {built.ece:.3f}, NLL {built.nll:.3f}"
         )
     else:
