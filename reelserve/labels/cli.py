@@ -18,9 +18,7 @@ def _fail(message: str) -> int:
 
 
 def _store_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--label-banks", type=Path, default=LABEL_BANKS_DIR, help="the bank store (default: %(default)s)"
-    )
+    p.add_argument("--label-banks", type=Path, default=LABEL_BANKS_DIR, help="the bank store (default: %(default)s)")
 
 
 def _server_args(p: argparse.ArgumentParser) -> None:

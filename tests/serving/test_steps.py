@@ -372,3 +372,42 @@ def test_every_step_loads_with_the_settings_the_export_wrote(preprocess, vision,
     for step in (preprocess, vision, ocr, text_encoder, heads):
         assert step.settings == {name: getattr(DEFAULT, name) for name in STEP_SECTIONS[step.name]}, step.name
     assert vision.max_frames_per_run == DEFAULT.encoder.max_frames_per_run
+
+
+# --- label banks ------------------------------------------------------------------------------
+
+
+def _with_bank(*banks: bytes) -> dict[str, np.ndarray]:
+    texts = np.array([[b"a cat"]] * len(banks), dtype=object)
+    return {c.TEXT.name: texts, c.LABEL_BANK.name: np.array([[b] for b in banks], dtype=object)}
+
+
+def test_preprocess_pins_the_default_bank_when_none_is_named(preprocess) -> None:
+    (out,) = preprocess.run([{c.TEXT.name: np.array([[b"a cat"], [b"coffee"]], dtype=object)}])
+    assert _ok(out)[c.LABEL_BANK_VERSION.name].tolist() == [[b"default/0"], [b"default/0"]]
+    (named,) = preprocess.run([_with_bank(b"default", b"default")])
+    assert _ok(named)[c.LABEL_BANK_VERSION.name].tolist() == [[b"default/0"], [b"default/0"]]
+
+
+@pytest.mark.parametrize(
+    "banks, message",
+    [
+        ((b"no-such-bank",), "unknown label bank 'no-such-bank'"),
+        ((b"default", b"topics"), "names 2 banks"),
+        ((b"\xff\xfe",), "not valid UTF-8"),
+        ((b"../etc",), "unknown label bank"),
+    ],
+)
+def test_preprocess_refuses_a_bad_label_bank_beside_a_good_request(preprocess, banks, message: str) -> None:
+    bad, good = preprocess.run([_with_bank(*banks), _with_bank(b"default")])
+    assert isinstance(bad, InvalidInputError) and bad.field == "label_bank" and message in bad.message, bad
+    assert _ok(good)[c.LABEL_BANK_VERSION.name].tolist() == [[b"default/0"]]
+
+
+def test_preprocess_refuses_a_label_bank_per_item_count_mismatch(preprocess) -> None:
+    request = {
+        c.TEXT.name: np.array([[b"a"], [b"b"]], dtype=object),
+        c.LABEL_BANK.name: np.array([[b"default"]], dtype=object),
+    }
+    (result,) = preprocess.run([request])
+    assert isinstance(result, InvalidInputError) and "has 1 items but 'text' has 2" in result.message
