@@ -171,7 +171,7 @@ def export_cpu(
     vision, text = load_efficientnet_lite0(), spec.load()
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.staging-", dir=root.parent))
-    version_dirs = {d.parent.name: d for d in repository.write_repository(staging, cfg)}
+    version_dirs = {d.parent.name: d for d in repository.write_steps(staging, cfg)}  # ensembles: once the heads exist
     spec.write_tokenizer(version_dirs[c.PREPROCESS])
     for name in (TOKENIZER_FILE, TOWER_FILE):  # ocr tokenizes too: the title with the printed text
         shutil.copy(version_dirs[c.PREPROCESS] / name, version_dirs[c.OCR] / name)

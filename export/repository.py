@@ -111,8 +111,17 @@ def inside(root: Path, *parts: str) -> Path:
 def write_repository(root: Path, cfg: ReelserveConfig, target: str = "cpu", *, embedding_space: str = "") -> list[Path]:
     """Write every config.pbtxt and model.py under `root`; returns the version folders of the steps.
 
+    `embedding_space` is the exported heads' (`exported_embedding_space`).
+    """
+    version_dirs = write_steps(root, cfg, target)
+    write_ensembles(root, cfg, target, embedding_space=embedding_space)
+    return version_dirs
+
+
+def write_steps(root: Path, cfg: ReelserveConfig, target: str = "cpu") -> list[Path]:
+    """Every step's config.pbtxt and model.py; returns their version folders.
+
     For the GPU target the encoders' folders get no `model.py`: their `model.plan` is the engine.
-    `embedding_space` is the exported heads' (`exported_embedding_space`); "" before they exist.
     """
     served = target_config(cfg, target)
     root.mkdir(parents=True, exist_ok=True)
@@ -124,11 +133,11 @@ def write_repository(root: Path, cfg: ReelserveConfig, target: str = "cpu", *, e
         if spec.python:
             (version / "model.py").write_text(MODEL_PY)
         version_dirs.append(version)
-    write_ensembles(root, cfg, target, embedding_space=embedding_space)
     return version_dirs
 
 
 def write_ensembles(root: Path, cfg: ReelserveConfig, target: str = "cpu", *, embedding_space: str) -> None:
+    """The ensembles' config.pbtxt, once the exported heads have named their embedding space."""
     served = target_config(cfg, target)
     for spec in ensemble_specs():
         inside(root, spec.name, "1").mkdir(parents=True, exist_ok=True)  # Triton wants the version folder

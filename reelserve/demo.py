@@ -43,10 +43,11 @@ def run_demo(cfg: ReelserveConfig, *, rounds: int = 10, repository: Path | None 
     clips = [v.render() for v in videos]
     print(f"rendered {len(clips)} clips from scikit-image photos ({sum(map(len, clips)) // 1024} KiB in all)")
 
-    scratch = Path(tempfile.mkdtemp(prefix="reelserve-demo-"))
+    scratch_dir = tempfile.TemporaryDirectory(prefix="reelserve-demo-")  # the few-shot spec, clips and bank store
+    scratch = Path(scratch_dir.name)
     server_cfg = replace(on_free_ports(cfg.server, repo), label_banks=scratch / "label_banks")
     start = time.perf_counter()
-    with TritonServer(server_cfg) as server:
+    with scratch_dir, TritonServer(server_cfg) as server:
         server.wait_ready(models=[c.VIDEO_FEATURES, c.TEXT_FEATURES])
         print(f"tritonserver ready in {time.perf_counter() - start:.2f}s at {server.grpc_url} (log {server.log_path})")
         with VideoFeaturesClient(server.grpc_url) as client:

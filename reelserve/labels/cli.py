@@ -77,16 +77,17 @@ def cmd_list(args: argparse.Namespace) -> int:
             return _fail(f"no bank {name!r} in {args.label_banks}; there are {store.banks()}")
         print(f"{name}: current {current}")
         for v in versions:
+            mark = "*" if v == current else " "
             try:
                 bank = store.read(name, v)
             except BankError as e:
-                print(f"  {'*' if v == current else ' '} {v:4d}  unreadable: {e}")
+                print(f"  {mark} {v:4d}  unreadable: {e}")
                 continue
             r = bank.report
             acc = f"loo acc {r['loo_accuracy']:.3f}" if r.get("loo_accuracy") is not None else "no loo"
             cal = "calibrated" if bank.calibrated else "uncalibrated"
             print(
-                f"  {'*' if v == current else ' '} {v:4d}  {len(bank.labels):3d} labels  T {bank.temperature:.4f} "
+                f"  {mark} {v:4d}  {len(bank.labels):3d} labels  T {bank.temperature:.4f} "
                 f"({cal})  {acc}  space {bank.embedding_space}"
             )
     return 0

@@ -32,11 +32,11 @@ class Published:
     built: BuiltBank
 
 
-def _embed_texts(client: VideoFeaturesClient, texts: Sequence[str], where: str) -> np.ndarray:
+def _embed_texts(client: VideoFeaturesClient, texts: Sequence[str], where: str) -> list[np.ndarray]:
     if not texts:
-        return np.zeros((0, 0), np.float32)
+        return []
     try:
-        return np.stack([f.embedding for f in client.text_features_batched(list(texts))])
+        return [f.embedding for f in client.text_features_batched(list(texts))]
     except InvalidArgumentError as e:
         raise PublishError(f"{where}: the server refused a text: {e.details}") from None
 
@@ -68,17 +68,15 @@ def embed_spec(
             if example.kind == "video":
                 examples.append(_embed_video(client, example, item))
             else:
-                examples.append(_embed_texts(client, [example.value], item)[0])
+                examples.extend(_embed_texts(client, [example.value], item))
             progress(1)
-        dim = next((len(v) for v in [*prompts, *examples]), 0)
-        out.append(
-            LabelEmbeddings(
-                label.name,
-                prompts.reshape(len(label.prompts), dim) if len(label.prompts) else np.zeros((0, dim), np.float32),
-                np.stack(examples) if examples else np.zeros((0, dim), np.float32),
-            )
-        )
+        dim = len([*prompts, *examples][0])  # a spec's label has a prompt or an example
+        out.append(LabelEmbeddings(label.name, _rows(prompts, dim), _rows(examples, dim)))
     return out
+
+
+def _rows(vectors: list[np.ndarray], dim: int) -> np.ndarray:
+    return np.stack(vectors) if vectors else np.zeros((0, dim), np.float32)
 
 
 def publish(
