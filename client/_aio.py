@@ -54,7 +54,7 @@ class AsyncVideoFeaturesClient(ClientSettings):
         try:
             if not await self._grpc.is_server_ready(headers=self.headers, client_timeout=timeout_s):
                 return False
-            for model in c.ENSEMBLES:
+            for model in c.ALWAYS_SERVED:
                 if not await self._grpc.is_model_ready(model, headers=self.headers, client_timeout=timeout_s):
                     return False
             return True
@@ -125,10 +125,12 @@ class AsyncVideoFeaturesClient(ClientSettings):
         texts: Sequence[str | bytes] | None = None,
         *,
         label_bank: str | None = None,
+        transcribe: bool = False,
         deadline_s: float | None = None,
     ) -> list[VideoFeatures]:
+        model, outputs = p.video_ensemble(transcribe)
         inputs = p.video_request(videos, texts, label_bank)
-        return p.parse_video(await self._infer(c.VIDEO_FEATURES, inputs, p.VIDEO_OUTPUTS, deadline_s))
+        return p.parse_video(await self._infer(model, inputs, outputs, deadline_s))
 
     async def text_features(
         self, texts: Sequence[str | bytes], *, label_bank: str | None = None, deadline_s: float | None = None
@@ -148,6 +150,7 @@ class AsyncVideoFeaturesClient(ClientSettings):
         texts: Sequence[str | bytes] | None = None,
         *,
         label_bank: str | None = None,
+        transcribe: bool = False,
         concurrency: int = 4,
         deadline_s: float | None = None,
     ) -> list[VideoFeatures]:
@@ -157,7 +160,9 @@ class AsyncVideoFeaturesClient(ClientSettings):
 
         async def one(s: slice) -> list[VideoFeatures]:
             async with gate:
-                return await self.video_features(videos[s], texts[s], label_bank=label_bank, deadline_s=deadline_s)
+                return await self.video_features(
+                    videos[s], texts[s], label_bank=label_bank, transcribe=transcribe, deadline_s=deadline_s
+                )
 
         return [f for part in await asyncio.gather(*(one(s) for s in parts)) for f in part]
 

@@ -141,8 +141,7 @@ class VideoFeaturesClient(ClientSettings):
         """Server and both ensembles are ready to take calls (never raises)."""
         try:
             return self._grpc.is_server_ready(headers=self.headers, client_timeout=timeout_s) and all(
-                self._grpc.is_model_ready(m, headers=self.headers, client_timeout=timeout_s)
-                for m in c.ENSEMBLES
+                self._grpc.is_model_ready(m, headers=self.headers, client_timeout=timeout_s) for m in c.ALWAYS_SERVED
             )
         except (InferenceServerException, ValueError):  # ValueError: the client was closed
             return False
@@ -231,15 +230,20 @@ class VideoFeaturesClient(ClientSettings):
         texts: Sequence[str | bytes] | None = None,
         *,
         label_bank: str | None = None,
+        transcribe: bool = False,
         deadline_s: float | None = None,
     ) -> list[VideoFeatures]:
         """Features of each video (container bytes) with its text (title, caption, ...; may be empty).
 
         Labels are scored against `label_bank`'s current version (None: the `default` bank); the
-        result names the version (`label_bank_version`) and its labels.
+        result names the version (`label_bank_version`) and its labels. `transcribe=True` also
+        transcribes the audio track (`asr_text`, `asr_language`) and lets the speech move the
+        embedding, labels and semantic IDs: the upload path's call (`video_features_full`), seconds
+        per clip on a CPU server, so give it a `deadline_s` to match; only on servers exported with ASR.
         """
+        model, outputs = p.video_ensemble(transcribe)
         inputs = p.video_request(videos, texts, label_bank)
-        return p.parse_video(self._infer(c.VIDEO_FEATURES, inputs, p.VIDEO_OUTPUTS, deadline_s))
+        return p.parse_video(self._infer(model, inputs, outputs, deadline_s))
 
     def text_features(
         self, texts: Sequence[str | bytes], *, label_bank: str | None = None, deadline_s: float | None = None
@@ -261,6 +265,7 @@ class VideoFeaturesClient(ClientSettings):
         texts: Sequence[str | bytes] | None = None,
         *,
         label_bank: str | None = None,
+        transcribe: bool = False,
         concurrency: int = 4,
         deadline_s: float | None = None,
     ) -> list[VideoFeatures]:
@@ -272,7 +277,9 @@ class VideoFeaturesClient(ClientSettings):
         parts = p.chunks(len(videos), self.max_batch_size(c.VIDEO_FEATURES))
 
         def part(s: slice) -> list[VideoFeatures]:
-            return self.video_features(videos[s], texts[s], label_bank=label_bank, deadline_s=deadline_s)
+            return self.video_features(
+                videos[s], texts[s], label_bank=label_bank, transcribe=transcribe, deadline_s=deadline_s
+            )
 
         with ThreadPoolExecutor(max(1, min(concurrency, len(parts)))) as pool:
             return [f for result in pool.map(part, parts) for f in result]

@@ -69,6 +69,15 @@ def text_request(texts: Sequence[str | bytes], label_bank: str | None = None) ->
     return [bytes_input(c.TEXT.name, texts), *bank_input(label_bank, len(texts))]
 
 
+def video_ensemble(transcribe: bool) -> tuple[str, tuple[c.Tensor, ...]]:
+    """The ensemble a video call goes to and the outputs it asks for: with speech, `video_features_full`."""
+    if not isinstance(transcribe, bool):
+        raise TypeError(f"transcribe must be True or False, got {transcribe!r}")
+    if transcribe:
+        return c.VIDEO_FEATURES_FULL, c.VIDEO_FEATURES_FULL_OUTPUTS
+    return c.VIDEO_FEATURES, c.VIDEO_FEATURES_OUTPUTS
+
+
 def requested(outputs: Sequence[c.Tensor]) -> list[grpcclient.InferRequestedOutput]:
     return [grpcclient.InferRequestedOutput(t.name) for t in outputs]
 
@@ -111,6 +120,7 @@ def parse_video(result) -> list[VideoFeatures]:
     id_version = result.as_numpy(c.SEMANTIC_ID_VERSION.name)
     truncated = result.as_numpy(c.TEXT_TRUNCATED.name)
     printed = result.as_numpy(c.OCR_TEXT.name)
+    spoken, language = result.as_numpy(c.ASR_TEXT.name), result.as_numpy(c.ASR_LANGUAGE.name)  # None: not asked
     return [
         VideoFeatures(
             **_label_fields(result, i),
@@ -122,6 +132,8 @@ def parse_video(result) -> list[VideoFeatures]:
             text_truncated=bool(truncated[i, 0]),
             model_version=version,
             ocr_text=printed[i, 0].decode("utf-8"),
+            asr_text=None if spoken is None else spoken[i, 0].decode("utf-8"),
+            asr_language=None if language is None else language[i, 0].decode("utf-8"),
         )
         for i in range(emb.shape[0])
     ]

@@ -38,6 +38,11 @@ class VideoFeatures(LabelScores):
     text_truncated: bool
     model_version: str
     ocr_text: str  # text printed on the frames (OCR), lines in reading order; "" when none
+    # What is said in the audio track and its language (ISO 639-1), from `transcribe=True` calls
+    # (the `video_features_full` ensemble): "" when there is no speech or no audio track, None when
+    # the call did not ask for speech.
+    asr_text: str | None = None
+    asr_language: str | None = None
 
 
 @dataclass(frozen=True)

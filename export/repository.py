@@ -139,7 +139,7 @@ def write_steps(root: Path, cfg: ReelserveConfig, target: str = "cpu") -> list[P
 def write_ensembles(root: Path, cfg: ReelserveConfig, target: str = "cpu", *, embedding_space: str) -> None:
     """The ensembles' config.pbtxt, once the exported heads have named their embedding space."""
     served = target_config(cfg, target)
-    for spec in ensemble_specs():
+    for spec in ensemble_specs(served):
         inside(root, spec.name, "1").mkdir(parents=True, exist_ok=True)  # Triton wants the version folder
         inside(root, spec.name, "config.pbtxt").write_text(ensemble_config(spec, served, embedding_space))
 

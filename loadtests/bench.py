@@ -31,7 +31,7 @@ from .harness import Plan, run_plan, warm_up
 from .workload import KINDS, WorkItem, single_item_mix
 
 GENERATOR_LAG_LIMIT_MS = 20.0  # above this the generator missed its schedule: the ladder stops there
-BRANCHES = parallel_branches(ensemble(c.VIDEO_FEATURES))  # side by side between preprocess and fusion_heads
+BRANCHES = parallel_branches(ensemble(c.VIDEO_FEATURES, DEFAULT))  # side by side between preprocess and fusion_heads
 
 
 @dataclass

@@ -36,7 +36,7 @@ from pydantic import BaseModel
 
 from reelserve.config import DEFAULT, cache_dir
 from reelserve.serving.errors import InvalidInputError
-from reelserve.serving.text_tokenize import with_on_screen_text
+from reelserve.serving.text_tokenize import video_text
 from reelserve.spec import contract as c
 from reelserve.triton.errors import ServerStartError
 from reelserve.triton.ports import free_port
@@ -92,7 +92,7 @@ class NaivePipeline:
         printed = self.ocr.read_clip(clip.text_frames, o.max_chars) if self.ocr is not None else ""
         if printed:  # what the `ocr` step hands the text tower; `text_truncated` stays the title's
             ids, mask, _ = (
-                self.torch.from_numpy(a) for a in self.tokenizer.encode_strings([with_on_screen_text(text, printed)])
+                self.torch.from_numpy(a) for a in self.tokenizer.encode_strings([video_text(text, printed)])
             )
         frames, frame_mask = (self.torch.from_numpy(a[None]) for a in (clip.frames, clip.mask))
         out = self.model(frames, frame_mask, ids, mask)

@@ -123,15 +123,15 @@ class NoopVisionEncoderStep(Step):
         return results
 
 
-class NoopOcrStep(Step):
-    name = c.OCR
+class _NoopReaderStep(Step):
+    """Empty read text (`empty` names it) and the title's tokens (as `NoopPreprocessStep` makes them)."""
 
-    """No printed text, and the title's tokens (as `NoopPreprocessStep` makes them) for the text encoder."""
+    empty: tuple[str, ...]
 
     def __init__(self, settings: Mapping[str, object], version_dir: Path) -> None:
         super().__init__(settings, version_dir)
         self.input_ids, self.attention_mask = _title_tokens(self)
-        self.ocr_text = _Rows(np.array([b""], dtype=object))
+        self.nothing = _Rows(np.array([b""], dtype=object))
 
     def run(self, requests: Sequence[Mapping[str, np.ndarray | None]]) -> list[Result]:
         results: list[Result] = []
@@ -139,12 +139,26 @@ class NoopOcrStep(Step):
             rows = _rows_of(r, c.TEXT.name)
             results.append(
                 {
-                    c.OCR_TEXT.name: self.ocr_text(rows),
+                    **{name: self.nothing(rows) for name in self.empty},
                     c.INPUT_IDS.name: self.input_ids(rows),
                     c.ATTENTION_MASK.name: self.attention_mask(rows),
                 }
             )
         return results
+
+
+class NoopOcrStep(_NoopReaderStep):
+    """No printed text."""
+
+    name = c.OCR
+    empty = (c.OCR_TEXT.name,)
+
+
+class NoopAsrStep(_NoopReaderStep):
+    """No speech: no audio decoded, no Whisper."""
+
+    name = c.ASR
+    empty = (c.ASR_TEXT.name, c.ASR_LANGUAGE.name)
 
 
 class NoopTextEncoderStep(Step):
@@ -214,7 +228,14 @@ class NoopFusionHeadsStep(Step):
 
 NOOP_STEPS: dict[str, type[Step]] = {
     step.name: step
-    for step in (NoopPreprocessStep, NoopVisionEncoderStep, NoopOcrStep, NoopTextEncoderStep, NoopFusionHeadsStep)
+    for step in (
+        NoopPreprocessStep,
+        NoopVisionEncoderStep,
+        NoopOcrStep,
+        NoopAsrStep,
+        NoopTextEncoderStep,
+        NoopFusionHeadsStep,
+    )
 }
 
 

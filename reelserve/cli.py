@@ -56,11 +56,12 @@ def _config(args: argparse.Namespace) -> ReelserveConfig:
 
 
 def export_config(args: argparse.Namespace) -> ReelserveConfig:
-    """The export's configuration: the defaults with the text tower and OCR frames asked for."""
+    """The export's configuration: the defaults with the text tower, OCR frames and speech model asked for."""
     return replace(
         DEFAULT,
         text=replace(DEFAULT.text, tower=args.text_tower),
         ocr=replace(DEFAULT.ocr, frames=args.ocr_frames),
+        asr=replace(DEFAULT.asr, model=args.asr),
     )
 
 
@@ -205,6 +206,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=_non_negative,
         default=DEFAULT.ocr.frames,
         help="frames per video the ocr step reads for on-screen text (default %(default)s; 0 turns OCR off)",
+    )
+    from reelserve.export.asr_model import MODELS as ASR_MODELS
+
+    p.add_argument(
+        "--asr",
+        choices=ASR_MODELS,
+        default=DEFAULT.asr.model,
+        help="speech model of the video_features_full ensemble: base (Whisper base, 99 languages; default),"
+        " tiny-en (Whisper tiny.en, English only, ~3x cheaper), off (no asr step, no video_features_full)",
     )
     p.add_argument(
         "--onnx-only",

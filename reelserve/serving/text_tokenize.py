@@ -96,11 +96,12 @@ class TextTokenizer:
         return input_ids, attention_mask, truncated
 
 
-def with_on_screen_text(title: str, on_screen: str) -> str:
-    """What the text tower reads for a video: the uploader's text first, then the printed text.
+def video_text(title: str, printed: str, spoken: str = "") -> str:
+    """What the text tower reads for a video: the uploader's text, then the printed text, then the speech.
 
-    One sequence, so attention mixes both and one pooled vector carries both; the title goes first
-    so that truncation at `max_tokens` cuts the printed text, never the title.
+    One sequence, so attention mixes them and one pooled vector carries them all; the parts are
+    joined by newlines in that order, so truncation at `max_tokens` cuts the transcript first (the
+    longest and least deliberate part), then the printed text, and the title only when it alone
+    fills the budget (`text_truncated` reports the client's own text only).
     """
-    title, on_screen = title.strip(), on_screen.strip()
-    return f"{title}\n{on_screen}" if title and on_screen else title or on_screen
+    return "\n".join(part for part in (title.strip(), printed.strip(), spoken.strip()) if part)

@@ -12,12 +12,17 @@ from dataclasses import dataclass
 # Ensembles a client calls.
 VIDEO_FEATURES = "video_features"
 TEXT_FEATURES = "text_features"
-ENSEMBLES = (VIDEO_FEATURES, TEXT_FEATURES)
+# `video_features` plus speech (ASR): the upload path, where seconds per clip are affordable and the
+# 250 ms SLO of `video_features` is not (docs/decisions.md, "Speech: its own ensemble").
+VIDEO_FEATURES_FULL = "video_features_full"
+ENSEMBLES = (VIDEO_FEATURES, TEXT_FEATURES, VIDEO_FEATURES_FULL)  # what a client may call
+ALWAYS_SERVED = (VIDEO_FEATURES, TEXT_FEATURES)  # by every export; VIDEO_FEATURES_FULL only with ASR on
 
 # Steps inside them.
 PREPROCESS = "preprocess"  # validates and decodes every input: the one step allowed to refuse a request
 VISION_ENCODER = "vision_encoder"
 OCR = "ocr"  # reads printed text on a few frames; tokenizes title + that text for the text tower
+ASR = "asr"  # transcribes the audio track; tokenizes title + printed text + transcript for the text tower
 TEXT_ENCODER = "text_encoder"
 FUSION_HEADS = "fusion_heads"
 
@@ -52,6 +57,8 @@ LABEL_MARGIN = Tensor("label_margin", "TYPE_FP32", (1,))  # top-1 minus top-2 pr
 SEMANTIC_IDS = Tensor("semantic_ids", "TYPE_INT32", (-1,))
 SEMANTIC_ID_VERSION = Tensor("semantic_id_version", "TYPE_STRING", (1,))  # the codebook the IDs come from
 OCR_TEXT = Tensor("ocr_text", "TYPE_STRING", (1,))  # printed text, lines in reading order; "" when none
+ASR_TEXT = Tensor("asr_text", "TYPE_STRING", (1,))  # what is said (Whisper); "" when no speech or no audio track
+ASR_LANGUAGE = Tensor("asr_language", "TYPE_STRING", (1,))  # the speech's ISO 639-1 code; "" when no text
 
 # Tensors between steps.
 FRAMES = Tensor("frames", "TYPE_UINT8", (-1, -1, -1, 3))  # [T, H, W, RGB]
@@ -89,5 +96,7 @@ VIDEO_FEATURES_OUTPUTS = (
     OCR_TEXT,
     TEXT_TRUNCATED,
 )
+VIDEO_FEATURES_FULL_INPUTS = VIDEO_FEATURES_INPUTS
+VIDEO_FEATURES_FULL_OUTPUTS = (*VIDEO_FEATURES_OUTPUTS, ASR_TEXT, ASR_LANGUAGE)
 TEXT_FEATURES_INPUTS = (TEXT, LABEL_BANK)
 TEXT_FEATURES_OUTPUTS = (EMBEDDING, LABEL_BANK_VERSION, *LABEL_OUTPUTS, TEXT_TRUNCATED)

@@ -23,6 +23,7 @@ GPU_ENGINES = (c.VISION_ENCODER, c.TEXT_ENCODER)  # TensorRT plans on the GPU ta
 STEP_SECTIONS: dict[str, tuple[str, ...]] = {
     c.PREPROCESS: ("video", "text", "ocr", "banks"),
     c.OCR: ("text", "ocr"),
+    c.ASR: ("text", "asr"),
     c.VISION_ENCODER: ("encoder",),
     c.TEXT_ENCODER: ("encoder",),
     c.FUSION_HEADS: ("encoder", "banks"),
@@ -80,8 +81,17 @@ def target_config(cfg: ReelserveConfig, target: str) -> ReelserveConfig:
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     if target == "gpu":
-        return replace(cfg, text=replace(cfg.text, pad_tokens_to=cfg.text.max_tokens))
+        return replace(
+            cfg,
+            text=replace(cfg.text, pad_tokens_to=cfg.text.max_tokens),
+            asr=replace(cfg.asr, device="cuda", compute_type="float16"),
+        )
     return cfg
+
+
+def asr_served(cfg: ReelserveConfig) -> bool:
+    """Whether the export serves speech: the `asr` step and the `video_features_full` ensemble."""
+    return cfg.asr.model != "off"
 
 
 def _ports(*tensors: c.Tensor, ragged: bool = False) -> tuple[Port, ...]:
@@ -110,6 +120,10 @@ _STEP_IO: dict[str, tuple[tuple[Port, ...], tuple[c.Tensor, ...]]] = {
         (Port(c.TEXT), *_ports(c.TEXT_FRAMES, c.TEXT_FRAME_SIZES, ragged=True)),
         (c.OCR_TEXT, c.INPUT_IDS, c.ATTENTION_MASK),
     ),
+    c.ASR: (
+        _ports(c.VIDEO, c.TEXT, c.OCR_TEXT),  # after ocr: the request is validated and its printed text read
+        (c.ASR_TEXT, c.ASR_LANGUAGE, c.INPUT_IDS, c.ATTENTION_MASK),
+    ),
     c.VISION_ENCODER: (_ports(c.FRAMES, c.FRAME_MASK), (c.FRAME_LOGITS,)),
     c.TEXT_ENCODER: (_ports(c.INPUT_IDS, c.ATTENTION_MASK, ragged=True), (c.TOKEN_STATES,)),
     c.FUSION_HEADS: (
@@ -126,7 +140,7 @@ def step_specs(cfg: ReelserveConfig, target: str = "cpu") -> list[StepSpec]:
     """Every step of the repository for `target`, in the order they run."""
     target_config(cfg, target)  # checks the target
     b = cfg.batching
-    instances = {c.PREPROCESS: b.preprocess_instances}
+    instances = {c.PREPROCESS: b.preprocess_instances, c.ASR: b.asr_instances}
     specs = [
         StepSpec(
             name,
@@ -138,6 +152,7 @@ def step_specs(cfg: ReelserveConfig, target: str = "cpu") -> list[StepSpec]:
             preferred_batch_sizes=b.preferred_batch_sizes,
         )
         for name, (inputs, outputs) in _STEP_IO.items()
+        if name != c.ASR or asr_served(cfg)
     ]
     if target == "gpu":
         specs = [_as_tensorrt(s, cfg) if s.name in GPU_ENGINES else s for s in specs]
@@ -165,11 +180,13 @@ def _names(*tensors: c.Tensor) -> tuple[str, ...]:
     return tuple(t.name for t in tensors)
 
 
-def ensemble_specs() -> list[EnsembleSpec]:
+def ensemble_specs(cfg: ReelserveConfig) -> list[EnsembleSpec]:
     """`video_features`: preprocess -> (vision encoder || ocr -> text encoder) -> fusion + heads.
 
     In `video_features` the text tower's tokens come from `ocr` (the title with the printed text),
     so `preprocess`'s own tokens of the title are left unmapped; `text_features` uses them.
+    `video_features_full` (when ASR is served) is the same with `asr` between `ocr` and the text
+    encoder: its tokens (title, printed text, transcript) replace `ocr`'s, which go unmapped.
     `preprocess` pins the request's label-bank version; `fusion_heads` scores with exactly that one.
     """
     tokens = _names(c.INPUT_IDS, c.ATTENTION_MASK)
@@ -177,11 +194,14 @@ def ensemble_specs() -> list[EnsembleSpec]:
     text_encoder = Call(c.TEXT_ENCODER, tokens, _names(c.TOKEN_STATES))
     pinned = (c.TEXT_TRUNCATED.name, c.LABEL_BANK_VERSION.name)
     scored = _names(c.EMBEDDING, *c.LABEL_OUTPUTS)
-    return [
-        EnsembleSpec(
-            c.VIDEO_FEATURES,
+
+    def video(name: str, outputs: tuple[c.Tensor, ...], speech: bool) -> EnsembleSpec:
+        ocr_out = (c.OCR_TEXT.name,) if speech else (c.OCR_TEXT.name, *tokens)
+        asr = Call(c.ASR, _names(c.VIDEO, c.TEXT, c.OCR_TEXT), (*_names(c.ASR_TEXT, c.ASR_LANGUAGE), *tokens))
+        return EnsembleSpec(
+            name,
             c.VIDEO_FEATURES_INPUTS,
-            c.VIDEO_FEATURES_OUTPUTS,
+            outputs,
             (
                 Call(
                     c.PREPROCESS,
@@ -189,7 +209,8 @@ def ensemble_specs() -> list[EnsembleSpec]:
                     (*_names(c.FRAMES, c.FRAME_MASK), *text_frames, *pinned),
                 ),
                 Call(c.VISION_ENCODER, _names(c.FRAMES, c.FRAME_MASK), _names(c.FRAME_LOGITS)),
-                Call(c.OCR, (c.TEXT.name, *text_frames), (c.OCR_TEXT.name, *tokens)),
+                Call(c.OCR, (c.TEXT.name, *text_frames), ocr_out),
+                *((asr,) if speech else ()),
                 text_encoder,
                 Call(
                     c.FUSION_HEADS,
@@ -197,7 +218,12 @@ def ensemble_specs() -> list[EnsembleSpec]:
                     _names(*c.FUSION_HEADS_OUTPUTS),
                 ),
             ),
-        ),
+        )
+
+    speech = [video(c.VIDEO_FEATURES_FULL, c.VIDEO_FEATURES_FULL_OUTPUTS, True)] if asr_served(cfg) else []
+    return [
+        video(c.VIDEO_FEATURES, c.VIDEO_FEATURES_OUTPUTS, False),
+        *speech,
         EnsembleSpec(
             c.TEXT_FEATURES,
             c.TEXT_FEATURES_INPUTS,
@@ -211,8 +237,8 @@ def ensemble_specs() -> list[EnsembleSpec]:
     ]
 
 
-def ensemble(name: str) -> EnsembleSpec:
-    by_name = {e.name: e for e in ensemble_specs()}
+def ensemble(name: str, cfg: ReelserveConfig) -> EnsembleSpec:
+    by_name = {e.name: e for e in ensemble_specs(cfg)}
     if name not in by_name:
         raise KeyError(f"no ensemble {name!r}; there are {sorted(by_name)}")
     return by_name[name]

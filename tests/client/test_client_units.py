@@ -259,7 +259,7 @@ def test_unreachable_server_is_unavailable_after_bounded_retries() -> None:
 def test_a_model_name_the_sdk_cannot_call_is_refused_at_once() -> None:
     """`embedding_space("typo")` would meet Triton's NOT_FOUND, which is retried until the deadline."""
     with VideoFeaturesClient(nothing_listening(), registry=CollectorRegistry(), retry=FAST_RETRY) as client:
-        known = r"model must be one of \['video_features', 'text_features'\], got 'typo'"
+        known = r"model must be one of \['video_features', 'text_features', 'video_features_full'\], got 'typo'"
         for read in (client.embedding_space, client.max_batch_size):
             with pytest.raises(ValueError, match=known):
                 read("typo")

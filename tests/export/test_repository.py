@@ -15,8 +15,8 @@ from reelserve.spec import contract as c
 from reelserve.spec.settings import step_parameters
 from reelserve.spec.topology import StepSpec, ensemble_specs, step_specs
 
-STEPS = [c.PREPROCESS, c.VISION_ENCODER, c.OCR, c.TEXT_ENCODER, c.FUSION_HEADS]
-ENSEMBLES = [c.VIDEO_FEATURES, c.TEXT_FEATURES]
+STEPS = [c.PREPROCESS, c.VISION_ENCODER, c.OCR, c.ASR, c.TEXT_ENCODER, c.FUSION_HEADS]
+ENSEMBLES = [c.VIDEO_FEATURES, c.TEXT_FEATURES, c.VIDEO_FEATURES_FULL]
 DTYPE = model_config_pb2.DataType
 
 
@@ -78,6 +78,7 @@ def test_ensemble_tensors_are_the_contract(configs) -> None:
     want = {
         c.VIDEO_FEATURES: (c.VIDEO_FEATURES_INPUTS, c.VIDEO_FEATURES_OUTPUTS),
         c.TEXT_FEATURES: (c.TEXT_FEATURES_INPUTS, c.TEXT_FEATURES_OUTPUTS),
+        c.VIDEO_FEATURES_FULL: (c.VIDEO_FEATURES_FULL_INPUTS, c.VIDEO_FEATURES_FULL_OUTPUTS),
     }
     for name, (inputs, outputs) in want.items():
         cfg = configs[name]
@@ -133,6 +134,22 @@ def test_video_features_text_tower_reads_the_title_with_the_printed_text(configs
     assert text[c.INPUT_IDS.name] == c.PREPROCESS and c.OCR not in text.values()
     ocr = {i.name: i for i in configs[c.OCR].input}
     assert ocr[c.TEXT_FRAMES.name].allow_ragged_batch and ocr[c.TEXT_FRAME_SIZES.name].allow_ragged_batch
+
+
+def test_full_text_tower_reads_title_printed_text_and_transcript(configs) -> None:
+    """video_features_full: `asr` reads the upload and `ocr`'s text, and its tokens feed the text encoder."""
+    full = _producers(configs[c.VIDEO_FEATURES_FULL])
+    assert full[c.INPUT_IDS.name] == full[c.ATTENTION_MASK.name] == c.ASR
+    assert full[c.OCR_TEXT.name] == c.OCR and full[c.ASR_TEXT.name] == full[c.ASR_LANGUAGE.name] == c.ASR
+    (asr,) = [s for s in configs[c.VIDEO_FEATURES_FULL].ensemble_scheduling.step if s.model_name == c.ASR]
+    assert dict(asr.input_map) == {n: n for n in (c.VIDEO.name, c.TEXT.name, c.OCR_TEXT.name)}
+    assert configs[c.ASR].instance_group[0].count == DEFAULT.batching.asr_instances
+
+
+def test_asr_off_writes_neither_the_step_nor_the_full_ensemble(tmp_path: Path) -> None:
+    write_repository(tmp_path, replace(DEFAULT, asr=replace(DEFAULT.asr, model="off")))
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == sorted(set(STEPS + ENSEMBLES) - {c.ASR, c.VIDEO_FEATURES_FULL})
 
 
 def test_ocr_config_flows_into_both_steps(tmp_path: Path) -> None:
@@ -194,7 +211,7 @@ def test_write_repository_refuses_escaping_step_name(tmp_path: Path, monkeypatch
 def test_specs_match_generated_wiring() -> None:
     """The ensemble specs only reference steps that exist."""
     names = {s.name for s in step_specs(DEFAULT)}
-    for spec in ensemble_specs():
+    for spec in ensemble_specs(DEFAULT):
         assert {call.model for call in spec.calls} <= names
 
 
@@ -206,6 +223,8 @@ def _every_setting_changed() -> ReelserveConfig:
                       max_source_pixels=1 << 16, max_decode_seconds=2.5),  # fmt: skip
         text=replace(DEFAULT.text, tower="minilm", max_tokens=64, max_text_bytes=4096, pad_tokens_to=32),
         ocr=replace(DEFAULT.ocr, frames=3, max_side=480, min_score=0.75, max_chars=99, ort_threads=1),
+        asr=replace(DEFAULT.asr, model="tiny-en", max_seconds=12.5, beam_size=2, max_new_tokens=64, max_wall_s=3.0,
+                    vad=False, compute_type="int8_float32", cpu_threads=1),  # fmt: skip
         encoder=replace(DEFAULT.encoder, ort_threads=2, max_frames_per_run=16),
     )
 
@@ -215,10 +234,12 @@ def test_every_step_loads_the_settings_it_was_written_with(tmp_path: Path, targe
     cfg = _every_setting_changed()
     write_repository(tmp_path, cfg, target)
     python_steps = [s for s in step_specs(cfg, target) if s.python]
-    assert len(python_steps) == (5 if target == "cpu" else 3)
+    assert len(python_steps) == (6 if target == "cpu" else 4)
     for spec in python_steps:
         loaded = read_step_settings(tmp_path / spec.name)
         want = {name: getattr(cfg, name) for name in spec.sections}
         if target == "gpu" and "text" in want:  # one token shape for TensorRT's batcher
             want["text"] = replace(cfg.text, pad_tokens_to=cfg.text.max_tokens)
+        if target == "gpu" and "asr" in want:  # Whisper on the GPU
+            want["asr"] = replace(cfg.asr, device="cuda", compute_type="float16")
         assert loaded == want, spec.name
