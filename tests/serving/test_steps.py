@@ -368,8 +368,59 @@ def test_ocr_failure_is_logged_and_never_refuses(ocr, preprocess, monkeypatch, c
     assert "OCR failed" in caplog.text and "ZeroDivisionError" in caplog.text
 
 
-def test_every_step_loads_with_the_settings_the_export_wrote(preprocess, vision, ocr, text_encoder, heads) -> None:
-    for step in (preprocess, vision, ocr, text_encoder, heads):
+# --- asr --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def asr(model_repository) -> s.AsrStep:
+    return _step(model_repository, c.ASR, s.AsrStep)
+
+
+def _asr_request(videos: list[bytes], titles: list[str], printed: list[str]) -> dict[str, np.ndarray]:
+    """What `video_features_full` hands `asr`: the upload, its title and `ocr`'s text."""
+    return {
+        c.VIDEO.name: np.array([[v] for v in videos], dtype=object),
+        c.TEXT.name: np.array([[t.encode()] for t in titles], dtype=object),
+        c.OCR_TEXT.name: np.array([[p.encode()] for p in printed], dtype=object),
+    }
+
+
+def test_asr_tokenizes_title_then_printed_text_then_speech(asr, preprocess) -> None:
+    import shutil
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("speech is synthesised with espeak-ng, which is not installed (apt-get install espeak-ng)")
+    from reelserve.samples import speak
+
+    narrated = render_clip(load_photo("coffee"), seconds=1.0, fps=8, size=(144, 256), audio=speak("A cup of coffee."))
+    out = _ok(asr.run([_asr_request([narrated, good_video_bytes()], ["my title", ""], ["FRESH COFFEE", ""])])[0])
+    spoken = out[c.ASR_TEXT.name][0, 0].decode()
+    assert "coffee" in spoken.lower() and out[c.ASR_LANGUAGE.name][0, 0] == b"en"
+    assert out[c.ASR_TEXT.name][1, 0] == out[c.ASR_LANGUAGE.name][1, 0] == b""  # no audio track
+    want_ids, want_mask, _ = preprocess.tokenizer.encode([f"my title\nFRESH COFFEE\n{spoken}".encode(), b""])
+    np.testing.assert_array_equal(out[c.INPUT_IDS.name], want_ids)
+    np.testing.assert_array_equal(out[c.ATTENTION_MASK.name], want_mask)
+
+
+def good_video_bytes() -> bytes:
+    return render_clip(load_photo("chelsea"), seconds=1.0, fps=8, size=(144, 256))
+
+
+def test_asr_failure_is_logged_and_never_refuses(asr, preprocess, monkeypatch, caplog) -> None:
+    monkeypatch.setattr(asr.transcriber, "_run", lambda audio, start: 1 / 0)
+    out = _ok(asr.run([_asr_request([good_video_bytes()], ["my cat"], ["HELLO"])])[0])
+    assert out[c.ASR_TEXT.name][0, 0] == out[c.ASR_LANGUAGE.name][0, 0] == b""
+    assert "ASR failed: ZeroDivisionError" in caplog.text
+    np.testing.assert_array_equal(out[c.INPUT_IDS.name], preprocess.tokenizer.encode([b"my cat\nHELLO"])[0])
+
+
+def test_asr_of_bytes_that_are_no_container_gives_no_text(asr) -> None:
+    out = _ok(asr.run([_asr_request([b"not a container", b""], ["a", "b"], ["", ""])])[0])
+    assert out[c.ASR_TEXT.name].tolist() == [[b""], [b""]]
+
+
+def test_every_step_loads_with_the_settings_the_export_wrote(preprocess, vision, ocr, asr, text_encoder, heads) -> None:
+    for step in (preprocess, vision, ocr, asr, text_encoder, heads):
         assert step.settings == {name: getattr(DEFAULT, name) for name in STEP_SECTIONS[step.name]}, step.name
     assert vision.max_frames_per_run == DEFAULT.encoder.max_frames_per_run
 
