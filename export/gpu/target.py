@@ -36,6 +36,7 @@ from reelserve.labels.store import EXPORTED_BANK_DIR
 from reelserve.models.bert_encoder import TextTower
 from reelserve.models.text_towers import TOKENIZER_FILE, TOWER_FILE, tower_spec
 from reelserve.models.vision_tower import VisionTower, load_efficientnet_lite0
+from reelserve.serving.asr import WHISPER_DIR
 from reelserve.serving.text_tokenize import TextTokenizer
 from reelserve.spec import contract as c
 from reelserve.spec.topology import GPU_ENGINES
@@ -243,6 +244,10 @@ def write_gpu_repository(root: Path, cfg: ReelserveConfig, cpu_repository: Path,
             shutil.copy(cpu_repository / step / "1" / name, version_dirs[step] / name)
     for step in (c.PREPROCESS, c.FUSION_HEADS):  # the exported default label bank both read
         shutil.copytree(cpu_repository / step / "1" / EXPORTED_BANK_DIR, version_dirs[step] / EXPORTED_BANK_DIR)
+    if c.ASR in version_dirs:  # Whisper's CTranslate2 folder serves both targets (float16 on CUDA, see target_config)
+        for name in (TOKENIZER_FILE, TOWER_FILE):
+            shutil.copy(cpu_repository / c.ASR / "1" / name, version_dirs[c.ASR] / name)
+        shutil.copytree(cpu_repository / c.ASR / "1" / WHISPER_DIR, version_dirs[c.ASR] / WHISPER_DIR)
     for step in GPU_ENGINES:
         plan = engines.get(f"{step}.{cfg.gpu.serve_precision}")
         if plan is not None:

@@ -116,10 +116,13 @@ def test_gpu_repository_encoders_are_tensorrt_plans_on_gpu(gpu_out: Path) -> Non
         assert not (root / name / "1" / "model.py").exists()
         assert not (root / name / "1" / "model.plan").exists()  # --onnx-only builds no engine
         assert not any(i.allow_ragged_batch for i in cfg.input), "TensorRT inputs cannot be ragged"
-    for step in (c.PREPROCESS, c.OCR):  # every token row one length: TensorRT's batcher merges one shape
+    for step in (c.PREPROCESS, c.OCR, c.ASR):  # every token row one length: TensorRT's batcher merges one shape
         assert read_step_settings(root / step)["text"].pad_tokens_to == DEFAULT.text.max_tokens
+    asr = read_step_settings(root / c.ASR)["asr"]  # Whisper in float16 on the GPU, through CTranslate2
+    assert (asr.device, asr.compute_type, asr.model) == ("cuda", "float16", DEFAULT.asr.model)
     for step, files in (
         (c.PREPROCESS, ["model.py", "tokenizer.json"]),
+        (c.ASR, ["model.py", "tokenizer.json", "whisper/model.bin", "whisper/tokenizer.json"]),
         (c.FUSION_HEADS, ["model.py", "model.onnx", "heads.npz"]),
     ):
         assert all((root / step / "1" / f).is_file() for f in files), step
@@ -139,7 +142,7 @@ def test_gpu_repository_agrees_with_the_graphs_and_the_cpu_ensembles(gpu_out: Pa
                 assert len(t.shape.dim) == len(io.dims) + 1, io.name  # + the batch dim
                 for dim, want in zip(t.shape.dim[1:], io.dims, strict=True):
                     assert want == -1 or dim.dim_value == want, (io.name, dim, want)
-    for ensemble in (c.VIDEO_FEATURES, c.TEXT_FEATURES):  # same wiring, same contract as the CPU target
+    for ensemble in c.ENSEMBLES:  # same wiring, same contract as the CPU target
         assert (root / ensemble / "config.pbtxt").read_text() == (
             model_repository / ensemble / "config.pbtxt"
         ).read_text()

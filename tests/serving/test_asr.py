@@ -155,3 +155,16 @@ def test_importing_the_module_loads_no_whisper_and_no_torch() -> None:
         "assert not loaded, loaded\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT, timeout=60)
+
+
+def test_whisper_on_cuda_in_float16_as_the_gpu_target_serves_it(english: AudioTrack, tmp_path: Path) -> None:
+    import ctranslate2
+
+    if ctranslate2.get_cuda_device_count() == 0:
+        pytest.skip("needs an NVIDIA GPU with CUDA: the GPU target runs Whisper in float16 through CTranslate2")
+    from reelserve.export.asr_model import assemble_whisper
+    from reelserve.serving.asr import SpeechTranscriber
+
+    gpu = dataclasses.replace(CFG, device="cuda", compute_type="float16")
+    out = SpeechTranscriber(assemble_whisper("base", tmp_path / "base"), gpu).transcribe(english)
+    assert "rocket" in out.text.lower() and out.language == "en", out
