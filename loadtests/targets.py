@@ -41,8 +41,9 @@ class ReelserveTarget:
 
     async def send(self, item: WorkItem) -> str:
         try:
-            if item.model == c.VIDEO_FEATURES:
-                await self.client.video_features(list(item.videos), list(item.texts))
+            if item.model in (c.VIDEO_FEATURES, c.VIDEO_FEATURES_FULL):
+                transcribe = item.model == c.VIDEO_FEATURES_FULL
+                await self.client.video_features(list(item.videos), list(item.texts), transcribe=transcribe)
             else:
                 await self.client.text_features(list(item.texts))
         except ReelserveError as e:

@@ -16,6 +16,7 @@ from reelserve.samples import (
     load_photo,
     malformed_videos,
     render_clip,
+    speak,
 )
 
 
@@ -79,7 +80,25 @@ def test_demo_videos() -> None:
     assert {v.codec for v in videos} >= {"h264", "vp9"}
     for video in videos:
         assert video.photo in PHOTOS
-        assert probe(video.render(seconds=0.25, size=(72, 128)))[-1] == 3
+        assert probe(video.render(narrate=False, seconds=0.25, size=(72, 128)))[-1] == 3
+    assert {v.voice for v in videos if v.narration} >= {"en", "es"}  # narrated in English and Spanish
+
+
+@pytest.mark.parametrize("codec", ["h264", "vp9"])
+def test_narrated_clips_carry_the_speech_deterministically(codec: str) -> None:
+    import shutil
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("narration is synthesised with espeak-ng, which is not installed (apt-get install espeak-ng)")
+    speech = speak("Three, two, one, lift off.", "en")
+    assert speech.samples.ndim == 2 and speech.seconds > 1.0 and np.abs(speech.samples).max() > 0.1
+    clip = render_clip(load_photo("rocket"), seconds=0.5, size=(72, 128), codec=codec, audio=speech)
+    assert clip == render_clip(load_photo("rocket"), seconds=0.5, size=(72, 128), codec=codec, audio=speech)
+    with av.open(io.BytesIO(clip)) as container:
+        (audio,) = container.streams.audio
+        assert audio.codec_context.name == {"h264": "aac", "vp9": "opus"}[codec]
+        decoded = sum(f.samples for f in container.decode(audio)) / audio.codec_context.sample_rate
+    assert abs(decoded - speech.seconds) < 0.1  # the whole narration, longer than the pictures
 
 
 def test_bad_arguments() -> None:

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import io
 import shutil
 import subprocess
 import sys
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
 from reelserve.config import REPO_ROOT, AsrConfig
+from reelserve.samples import encode_frames, speak
 from reelserve.serving.audio_decode import SAMPLE_RATE, AudioTrack, decode_audio
 
 ENGLISH = "Watch the rocket launch into space. Three, two, one, lift off."
@@ -36,26 +34,9 @@ def _need_asr() -> None:
 
 
 def speech_mp4(text: str, voice: str, folder: Path) -> bytes:
-    """espeak-ng speech (22.05 kHz mono) as AAC in an mp4 beside one second of h264 video."""
-    wav = folder / f"{voice}.wav"
-    subprocess.run(["espeak-ng", "-v", voice, "-w", str(wav), text], check=True, capture_output=True, timeout=60)
-    buf = io.BytesIO()
-    with av.open(str(wav)) as src, av.open(buf, mode="w", format="mp4") as dst:
-        rate = src.streams.audio[0].codec_context.sample_rate
-        audio = dst.add_stream("aac", rate=rate)
-        audio.layout = "mono"
-        video = dst.add_stream("libx264", rate=Fraction(8), options={"preset": "ultrafast"})
-        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
-        for i in range(8):
-            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 90, np.uint8), format="rgb24")
-            frame.pts = i
-            dst.mux(video.encode(frame))
-        dst.mux(video.encode(None))
-        for frame in src.decode(audio=0):
-            frame.pts = None
-            dst.mux(audio.encode(frame))
-        dst.mux(audio.encode(None))
-    return buf.getvalue()
+    """espeak-ng speech (22.05 kHz mono) as AAC in an mp4 beside one second of gray h264 video."""
+    gray = np.full((48, 64, 3), 90, np.uint8)
+    return encode_frames([gray] * 8, fps=8, audio=speak(text, voice))
 
 
 @pytest.fixture(scope="module")
