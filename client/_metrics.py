@@ -15,10 +15,14 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from reelserve.config import DEFAULT
 
 # Seconds; short-video feature calls live between ~1 ms (text) and seconds (big batches on CPU).
-# The latency SLI counts the calls under the SLO's bound, so that bound is always a bucket edge.
+# The latency SLI counts the calls under the SLO's bound, so each ensemble's bound is a bucket edge.
 SLO_BUCKET_S = DEFAULT.slo.video_features_p99_ms / 1000
+FULL_SLO_BUCKET_S = DEFAULT.slo.video_features_full_p99_ms / 1000  # video_features_full (speech)
 LATENCY_BUCKETS = tuple(
-    sorted({0.002, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, SLO_BUCKET_S})
+    sorted(
+        {0.002, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0}
+        | {SLO_BUCKET_S, FULL_SLO_BUCKET_S}
+    )
 )
 
 
