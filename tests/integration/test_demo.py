@@ -27,6 +27,12 @@ def test_demo_prints_features_for_every_clip(model_repository, capsys) -> None:
     assert coffee == "on-screentext:freshcoffee/only$3.50today", blocks["morning_coffee"]
     assert "LAUNCH" in blocks["rocket_launch"][1] and "DAY" in blocks["rocket_launch"][1], blocks["rocket_launch"]
     assert re.search(r"semantic IDs: \(\d+, \d+, \d+\)", out)
+    # transcripts and their language beside the OCR text: two clips are narrated (espeak-ng)
+    heard = out.split("video_features_full (transcribe=True)", 1)[1]
+    speech = {v.name: heard.split(v.name + " ", 1)[1].splitlines()[0] for v in demo_videos()}
+    assert "speech: (en)" in speech["rocket_launch"] and "rocket" in speech["rocket_launch"].lower(), speech
+    assert "speech: (es)" in speech["morning_coffee"] and "café" in speech["morning_coffee"], speech
+    assert "speech: (no speech)" in speech["cat_nap"], speech
     assert "cosine similarity of embeddings" in out
     assert re.search(r"p50 [\d.]+ ms, p99 [\d.]+ ms", out)
     if DEFAULT.text.tower == "e5":  # a Chinese and a Spanish label pick their videos; so do searches
