@@ -429,3 +429,26 @@ def malformed_videos(seed: int = 0) -> dict[str, bytes]:
         "truncated_mp4": clip[:200],
         "audio_only": _silent_audio(),
     }
+
+
+def corrupt_audio(data: bytes, fmt: str = "mp4", seed: int = 0) -> bytes:
+    """The same container with every audio packet's payload replaced by random bytes (timing kept).
+
+    A sound track that demuxes but never decodes, beside a video stream that still does.
+    """
+    rng = np.random.default_rng(seed)
+    out = io.BytesIO()
+    with av.open(io.BytesIO(data)) as src, av.open(out, mode="w", format=fmt) as dst:
+        streams = {s.index: dst.add_stream_from_template(s) for s in src.streams}
+        for packet in src.demux():
+            if packet.dts is None:  # the demuxer's end-of-stream marker
+                continue
+            target = streams[packet.stream.index]
+            if packet.stream.type == "audio":
+                garbage = av.Packet(rng.integers(0, 256, packet.size, dtype=np.uint8).tobytes())
+                garbage.pts, garbage.dts, garbage.time_base = packet.pts, packet.dts, packet.time_base
+                garbage.duration = packet.duration
+                packet = garbage
+            packet.stream = target
+            dst.mux(packet)
+    return out.getvalue()

@@ -149,3 +149,15 @@ def test_whisper_on_cuda_in_float16_as_the_gpu_target_serves_it(english: AudioTr
     gpu = dataclasses.replace(CFG, device="cuda", compute_type="float16")
     out = SpeechTranscriber(assemble_whisper("base", tmp_path / "base"), gpu).transcribe(english)
     assert "rocket" in out.text.lower() and out.language == "en", out
+
+
+def test_idle_whisper_threads_do_not_spin(transcriber, english: AudioTrack) -> None:
+    """After a transcription, CTranslate2's OpenMP workers sleep: the idle process takes (almost) no CPU."""
+    import os
+    import time
+
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"  # set before ctranslate2 loaded
+    transcriber.transcribe(english)
+    cpu = time.process_time()
+    time.sleep(1.0)
+    assert time.process_time() - cpu < 0.05  # a spinning worker would burn ~1 s of CPU per second here

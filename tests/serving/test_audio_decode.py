@@ -9,7 +9,7 @@ import av
 import numpy as np
 import pytest
 
-from reelserve.samples import encode_frames, malformed_videos
+from reelserve.samples import corrupt_audio, encode_frames, malformed_videos
 from reelserve.serving.audio_decode import SAMPLE_RATE, decode_audio
 from reelserve.serving.video_decode import decode_clip
 
@@ -53,26 +53,6 @@ def mux(
             container.mux(astream.encode(frame))
         container.mux(astream.encode(None))
     return buf.getvalue()
-
-
-def corrupt_audio(data: bytes, fmt: str = "mp4", seed: int = 0) -> bytes:
-    """The same container with every audio packet's payload replaced by random bytes (timing kept)."""
-    rng = np.random.default_rng(seed)
-    out = io.BytesIO()
-    with av.open(io.BytesIO(data)) as src, av.open(out, mode="w", format=fmt) as dst:
-        streams = {s.index: dst.add_stream_from_template(s) for s in src.streams}
-        for packet in src.demux():
-            if packet.dts is None:  # the demuxer's end-of-stream marker
-                continue
-            target = streams[packet.stream.index]
-            if packet.stream.type == "audio":
-                garbage = av.Packet(rng.integers(0, 256, packet.size, dtype=np.uint8).tobytes())
-                garbage.pts, garbage.dts, garbage.time_base = packet.pts, packet.dts, packet.time_base
-                garbage.duration = packet.duration
-                packet = garbage
-            packet.stream = target
-            dst.mux(packet)
-    return out.getvalue()
 
 
 def dominant_hz(samples: np.ndarray) -> float:
