@@ -150,6 +150,13 @@ def _copy_if_changed(src: Path, dst: Path) -> None:
     shutil.copyfile(src, dst)
 
 
+def require_packages(model: str) -> None:
+    """Raise AsrModelError naming what to install when a file of `model`'s packages is missing (nothing written)."""
+    source = _source(model)
+    for pkg, relative in source.parts + source.files:
+        _locate(pkg, relative, model)
+
+
 def assemble_whisper(model: str, out: Path) -> Path:
     """Build (or reuse) `out` as a faster-whisper model folder for `model` ("base" or "tiny-en"); -> `out`.
 

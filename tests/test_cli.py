@@ -89,3 +89,14 @@ def test_export_ocr_frames_flag_reaches_the_config(capsys) -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(["export", "--ocr-frames", "-1"])
     assert "--ocr-frames: must be 0 or more, got -1" in capsys.readouterr().err
+
+
+def test_export_asr_flag_reaches_the_config(capsys) -> None:
+    from reelserve.cli import build_parser, export_config
+
+    assert export_config(build_parser().parse_args(["export"])).asr.model == "base"
+    for model in ("tiny-en", "off"):
+        assert export_config(build_parser().parse_args(["export", "--asr", model])).asr.model == model
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["export", "--asr", "large"])
+    assert "invalid choice: 'large'" in capsys.readouterr().err

