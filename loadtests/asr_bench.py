@@ -5,7 +5,7 @@ VAD, then Whisper (CTranslate2, the exported model) only where VAD heard speech;
 and Spanish narration (espeak-ng), 30 s of music and noise (VAD only), and no audio track. Served:
 sequential calls of the narrated demo clips to `video_features` (no ASR) and `video_features_full`
 (ASR), then capacity of each at its own SLO (`SloConfig`) on a narrated upload, open-loop Poisson
-ladder (`bench.measure_system`). Run: `python -m reelserve.loadtests.asr_bench`.
+ladder (`capacity.measure_system`). Run: `python -m reelserve.loadtests.asr_bench`.
 """
 
 from __future__ import annotations
@@ -111,10 +111,10 @@ def served(model_repository: Path, rounds: int, ladder: dict | None) -> tuple[di
 
 
 async def _capacity(server, model: str, item: tuple[bytes, str], ladder: dict) -> dict:
-    """Max open-loop rate with p99 within `model`'s own SLO and no errors (`bench.measure_system`)."""
+    """Max open-loop rate with p99 within `model`'s own SLO and no errors (`capacity.measure_system`)."""
     from reelserve.client import NO_RETRY
 
-    from .bench import measure_system
+    from .capacity import measure_system
     from .targets import ReelserveTarget
 
     slo_ms = (

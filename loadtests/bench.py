@@ -15,33 +15,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import sys
 import tempfile
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 
 from reelserve.config import DEFAULT
 from reelserve.spec import contract as c
 from reelserve.spec.topology import ensemble, parallel_branches
 
-from . import report, stats
-from .harness import Plan, run_plan, warm_up
-from .workload import KINDS, WorkItem, single_item_mix
+from . import report
+from .capacity import SystemResult, measure_system
+from .workload import KINDS, WorkItem
 
-GENERATOR_LAG_LIMIT_MS = 20.0  # above this the generator missed its schedule: the ladder stops there
 BRANCHES = parallel_branches(ensemble(c.VIDEO_FEATURES, DEFAULT))  # side by side between preprocess and fusion_heads
-
-
-@dataclass
-class SystemResult:
-    name: str
-    sequential: dict
-    ladder: list[dict]
-    capacity: dict | None  # the best passing ladder row
-    generator_bound: bool
-    runs: list  # the ladder's RunResults (raw samples, for the CDF)
 
 
 def bench_item(seed: int = 0) -> WorkItem:
@@ -50,39 +37,6 @@ def bench_item(seed: int = 0) -> WorkItem:
     kind = KINDS["video_short"]
     clip = render_clip(load_photo("chelsea"), seconds=kind.seconds, size=kind.size, codec=kind.codec, seed=seed)
     return WorkItem(kind.name, c.VIDEO_FEATURES, videos=(clip,), texts=("My cat Chelsea taking a nap",))
-
-
-async def measure_system(
-    target, item: WorkItem, *, slo_ms: float, duration_s: float, sequential_n: int, max_steps: int,
-    metrics_url: str | None, progress: bool,
-) -> SystemResult:  # fmt: skip
-    mix = single_item_mix(item)
-    await warm_up(target, mix, per_kind=3)
-    seq_plan = Plan("closed", [1], duration_s=600.0, max_requests=sequential_n)
-    (sequential,), _ = await run_plan(target, mix, seq_plan, slo_ms=slo_ms, metrics_url=metrics_url, progress=progress)
-    rate = 0.5 * 1000.0 / sequential["latency_ms"]["p50"]  # half of what one-at-a-time would do
-    ladder, runs, best, bound, failed_at = [], [], None, False, None
-    for step in range(max_steps):
-        plan = Plan("open", [round(rate, 2)], duration_s, max_requests=100_000, seed=step, drain_timeout_s=30.0)
-        (row,), (run,) = await run_plan(target, mix, plan, slo_ms=slo_ms, metrics_url=metrics_url, progress=progress)
-        ladder.append(row)
-        runs.append(run)
-        if row["send_lag_p99_ms"] > GENERATOR_LAG_LIMIT_MS:
-            bound = True
-            break
-        if stats.meets_slo(row, slo_ms):
-            best = row
-            if failed_at is not None:
-                break
-            rate *= 1.5
-        elif best is None:
-            rate /= 2  # even the first step missed the SLO: walk down until one meets it
-        elif failed_at is None:
-            failed_at = rate
-            rate = math.sqrt(best["offered_rps"] * failed_at)  # one refinement between pass and fail
-        else:
-            break
-    return SystemResult(target.name, sequential, ladder, best, bound, runs)
 
 
 def compute_ms(row: dict) -> float:
