@@ -21,6 +21,7 @@ from reelserve.labels.prototypes import scores
 from reelserve.labels.store import DEFAULT_BANK, EXPORTED_BANK_DIR, BankError, BankReader, parse_tag, store_from_env
 from reelserve.spec import contract as c
 
+from .audio_decode import decode_audio
 from .errors import InvalidInputError
 from .onnx_runtime import ort_session
 from .text_tokenize import TextTokenizer, decode_utf8, video_text
@@ -306,8 +307,6 @@ class AsrStep(Step):
         self.transcriber = SpeechTranscriber(self.version_dir / WHISPER_DIR, self.asr)
 
     def transcribe(self, video: bytes) -> tuple[str, str]:
-        from .audio_decode import decode_audio
-
         track = decode_audio(video, self.asr.max_seconds)
         out = self.transcriber.transcribe(track)
         # no audio track or no speech is ordinary; a track that would not decode, a failure or a cap is worth a look
