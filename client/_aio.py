@@ -14,7 +14,7 @@ from tritonclient.utils import InferenceServerException
 from reelserve.spec import contract as c
 
 from . import _protocol as p
-from ._call import SERVER_GRACE_S, Call, deadline_exceeded
+from ._call import SERVER_GRACE_S, Call, deadline_exceeded, server_timeout_us, with_deadline
 from ._client import DEFAULT_DEADLINE_S, ChannelOptions, ClientSettings
 from ._errors import from_status
 from ._retry import RetryPolicy
@@ -97,8 +97,9 @@ class AsyncVideoFeaturesClient(ClientSettings):
                     model,
                     inputs,
                     outputs=p.requested(outputs),
+                    timeout=server_timeout_us(timeout),  # the server drops it from its queue after this
                     client_timeout=timeout + SERVER_GRACE_S,  # never cancelled by us: see _call.py
-                    headers=self.headers,
+                    headers=with_deadline(self.headers, timeout),
                 )
             )
             self._pending.add(rpc)

@@ -10,6 +10,8 @@ from typing import Literal
 
 from tritonclient.utils import InferenceServerException
 
+from reelserve.spec import contract as c
+
 from ._errors import DeadlineExceededError, ReelserveError, from_status, status_label
 from ._metrics import ClientMetrics
 from ._retry import RetryPolicy
@@ -21,6 +23,25 @@ log = logging.getLogger("reelserve.client")
 # (triton-inference-server/server#7368, fixed in 24.12 by #7840). The RPC keeps this much extra
 # time to finish on the server; its late answer is dropped.
 SERVER_GRACE_S = 600.0
+
+
+def server_timeout_us(remaining_s: float) -> int:
+    """The call's remaining deadline as Triton's per-request `timeout` (microseconds, at least 1).
+
+    The server drops a request still queued when it expires instead of computing an answer nobody
+    waits for; the steps' queue policy has a non-zero default timeout, which a smaller per-request
+    one overrides (`reelserve.spec.topology`, docs/decisions.md "Deadlines").
+    """
+    return max(1, int(remaining_s * 1_000_000))
+
+
+def with_deadline(headers: dict[str, str] | None, remaining_s: float) -> dict[str, str]:
+    """`headers` plus the call's remaining deadline for the front door (`reelserve serve --replicas N`).
+
+    The SDK's gRPC deadline is padded by SERVER_GRACE_S (it must never cancel), so the front door
+    learns the real one from this header: it holds a call back at most that long before Triton.
+    """
+    return {**(headers or {}), c.DEADLINE_HEADER: str(max(1, int(remaining_s * 1000)))}
 
 
 def deadline_exceeded() -> InferenceServerException:

@@ -16,7 +16,7 @@ from tritonclient.utils import InferenceServerException
 from reelserve.spec import contract as c
 
 from . import _protocol as p
-from ._call import SERVER_GRACE_S, Call, deadline_exceeded
+from ._call import SERVER_GRACE_S, Call, deadline_exceeded, server_timeout_us, with_deadline
 from ._errors import from_status
 from ._metrics import metrics_for
 from ._retry import RetryPolicy
@@ -210,8 +210,9 @@ class VideoFeaturesClient(ClientSettings):
                 inputs,
                 on_answer,
                 outputs=p.requested(outputs),
+                timeout=server_timeout_us(timeout),  # the server drops it from its queue after this
                 client_timeout=timeout + SERVER_GRACE_S,
-                headers=self.headers,
+                headers=with_deadline(self.headers, timeout),
             )
         except BaseException:  # never sent: nothing to drain
             with self._drained:

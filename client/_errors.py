@@ -68,6 +68,10 @@ STATUS_LABELS = ("OK", *_BY_STATUS, "INTERNAL", "UNKNOWN", "OTHER")
 
 def from_status(status: str | None, details: str) -> ReelserveError:
     name = (status or "UNKNOWN").removeprefix("StatusCode.")
+    if "Request timeout expired" in details:
+        # Triton dropped the request from a step's queue when its per-request timeout (the call's
+        # remaining deadline, sent by the SDK) ran out: the deadline passed, whatever status carried it.
+        return DeadlineExceededError("DEADLINE_EXCEEDED", f"{details} (the server dropped it from its queue)")
     if name == "UNAVAILABLE" and "protocol is restricted" in details:
         # Triton's restricted-protocol check answers UNAVAILABLE for a missing or wrong key;
         # retrying cannot help, so it is an authentication error here.

@@ -80,8 +80,18 @@ def step_config(spec: StepSpec, cfg: ReelserveConfig) -> str:
         f"output [\n{_SEP.join(_tensor(t) for t in spec.outputs)}\n]\n"
         f"instance_group [ {{ count: {spec.instances} kind: {spec.kind} }} ]\n"
         f"dynamic_batching {{ {f'preferred_batch_size: [ {preferred} ] ' if preferred else ''}"
-        f"max_queue_delay_microseconds: {spec.max_queue_delay_us} }}\n"
+        f"max_queue_delay_microseconds: {spec.max_queue_delay_us}{_queue_policy(spec)} }}\n"
         f"{params}"
+    )
+
+
+def _queue_policy(spec: StepSpec) -> str:
+    """Triton's default_queue_policy: drop what waited too long (or past its own timeout), bound the queue."""
+    if not spec.queue_timeout_us and not spec.max_queue_size:
+        return ""
+    return (
+        f" default_queue_policy {{ timeout_action: REJECT default_timeout_microseconds: {spec.queue_timeout_us}"
+        f" allow_timeout_override: true max_queue_size: {spec.max_queue_size} }}"
     )
 
 

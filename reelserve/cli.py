@@ -153,12 +153,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from reelserve.triton.supervise import serve
 
     cfg = _config(args).server
-    probe = {"ssl": True, "root_certificates": str(cfg.tls_cert)} if cfg.tls_cert else None
+    if args.replicas < 1:
+        print(f"reelserve serve: --replicas must be at least 1, got {args.replicas}", file=sys.stderr)
+        return 2
     try:
+        if args.replicas > 1:
+            from reelserve.frontdoor.deployment import FrontDoorDeployment, replica_layout
+            from reelserve.frontdoor.serve import serve_front_door
+
+            return serve_front_door(FrontDoorDeployment(replica_layout(cfg, args.replicas), log=_stderr))
+        probe = {"ssl": True, "root_certificates": str(cfg.tls_cert)} if cfg.tls_cert else None
         return serve(TritonServer(cfg, probe_tls=probe))
     except ServerStartError as e:
         print(f"reelserve serve: {e}", file=sys.stderr)
         return 1
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -243,12 +255,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "serve",
-        help="run tritonserver on the model repository (loopback by default)",
+        help="run tritonserver replicas on the model repository behind an nginx front door (loopback by default)",
         description="Start the tritonserver bundled in nvidia-pytriton and keep it serving (a dead server or"
-        " python-backend stub is restarted); Ctrl-C or SIGTERM stops it. Model control over the API is off.",
+        " python-backend stub is restarted); Ctrl-C or SIGTERM stops it. Model control over the API is off."
+        " With --replicas N > 1, N tritonservers (ports: each base port + 10k for replica k) run behind a front"
+        " door on the public ports: nginx (Debian's package) balancing over one relay per replica, which never"
+        " passes a caller's cancel on to Triton (a cancelled ensemble call crashes tritonserver 2.51) and sends"
+        " a call whose replica died to another one; each replica is restarted on its own. --replicas 1: one"
+        " tritonserver on the public ports, no nginx.",
     )
     _server_args(p)
     _access_args(p)
+    p.add_argument(
+        "--replicas",
+        type=int,
+        default=DEFAULT.server.replicas,
+        help="tritonserver replicas behind the nginx front door; 1 = a single server, no front door"
+        " (default %(default)s)",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(

@@ -138,6 +138,16 @@ class BatchingConfig:
     preprocess_instances: int = 2
     encoder_instances: int = 1
     asr_instances: int = 1  # each holds a Whisper model and uses AsrConfig.cpu_threads
+    # The entry step's queue policy (Triton's `default_queue_policy` on preprocess, the first step
+    # of every ensemble; later steps get none: a rejection there breaks the ensemble call in 2.51,
+    # docs/decisions.md "Deadlines and bounded queues"). A request still waiting after
+    # `queue_timeout_us` is dropped (REJECT), and a smaller per-request timeout overrides it, which
+    # is how the SDK's remaining deadline reaches the server (Triton applies the override only
+    # under a non-zero default). At most `max_queue_size` requests wait; one more is refused at
+    # once with UNAVAILABLE "Exceeds maximum queue size" (0: unbounded), which the SDK backs off
+    # on within its deadline. Queues further in are bounded by the front door's admission.
+    queue_timeout_us: int = 60_000_000
+    max_queue_size: int = 8
 
 
 @dataclass(frozen=True)
@@ -205,6 +215,14 @@ class ServerConfig:
     # (Triton 2.51 restarts neither and keeps reporting a dead stub's model READY); give up after
     # `max_restarts` within `restart_window_s`, a crash loop no restart will fix.
     watchdog_poll_s: float = 0.5
+    # Replicas (`reelserve serve --replicas N`): N > 1 runs N tritonservers behind the nginx front
+    # door and its relay (reelserve/frontdoor), so one crash costs callers nothing.
+    replicas: int = 1
+    # Front-door admission (reelserve/frontdoor/admission.py): at most this many inference calls in
+    # Triton per serving replica and as many waiting, each only while its deadline still covers a
+    # typical call; the rest answered UNAVAILABLE at once (docs/decisions.md, "Deadlines and
+    # bounded queues").
+    frontdoor_in_flight_per_replica: int = 2
     max_restarts: int = 5
     restart_window_s: float = 300.0
 

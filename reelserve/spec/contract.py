@@ -17,6 +17,9 @@ TEXT_FEATURES = "text_features"
 VIDEO_FEATURES_FULL = "video_features_full"
 ENSEMBLES = (VIDEO_FEATURES, TEXT_FEATURES, VIDEO_FEATURES_FULL)  # what a client may call
 ALWAYS_SERVED = (VIDEO_FEATURES, TEXT_FEATURES)  # by every export; VIDEO_FEATURES_FULL only with ASR on
+# gRPC metadata: the caller's remaining deadline in ms, which the SDK sends because its own gRPC
+# deadline is padded (a cancel crashes tritonserver 2.51); the front door's admission reads it.
+DEADLINE_HEADER = "x-reelserve-deadline-ms"
 
 # Steps inside them.
 PREPROCESS = "preprocess"  # validates and decodes every input: the one step allowed to refuse a request

@@ -18,6 +18,7 @@ from . import contract as c
 
 TARGETS = ("cpu", "gpu")
 GPU_ENGINES = (c.VISION_ENCODER, c.TEXT_ENCODER)  # TensorRT plans on the GPU target; the rest stay python
+ENTRY_STEP = c.PREPROCESS  # the first step of every ensemble: where a bounded queue sheds load
 
 # The config sections (fields of `ReelserveConfig`) each python step reads, in its config.pbtxt.
 STEP_SECTIONS: dict[str, tuple[str, ...]] = {
@@ -49,6 +50,8 @@ class StepSpec:
     kind: str = "KIND_CPU"
     max_queue_delay_us: int = 0
     preferred_batch_sizes: tuple[int, ...] = ()
+    queue_timeout_us: int = 0  # Triton's default_queue_policy (BatchingConfig); 0: none
+    max_queue_size: int = 0
 
     @property
     def python(self) -> bool:
@@ -150,6 +153,11 @@ def step_specs(cfg: ReelserveConfig, target: str = "cpu") -> list[StepSpec]:
             sections=STEP_SECTIONS[name],
             max_queue_delay_us=b.max_queue_delay_us,
             preferred_batch_sizes=b.preferred_batch_sizes,
+            # The queue policy on the entry step only: in Triton 2.51 a request a later step rejects
+            # (full queue: the ensemble call hangs; timeout: the ensemble never counts it finished)
+            # breaks its ensemble (measured, docs/decisions.md "Deadlines and bounded queues").
+            queue_timeout_us=b.queue_timeout_us if name == ENTRY_STEP else 0,
+            max_queue_size=b.max_queue_size if name == ENTRY_STEP else 0,
         )
         for name, (inputs, outputs) in _STEP_IO.items()
         if name != c.ASR or asr_served(cfg)
@@ -173,6 +181,8 @@ def _as_tensorrt(spec: StepSpec, cfg: ReelserveConfig) -> StepSpec:
         kind="KIND_GPU",
         max_queue_delay_us=g.max_queue_delay_us,
         preferred_batch_sizes=g.preferred_batch_sizes,
+        queue_timeout_us=spec.queue_timeout_us,
+        max_queue_size=spec.max_queue_size,
     )
 
 

@@ -38,9 +38,17 @@ class Restart:
 class Supervisor:
     """Watches one `TritonServer`; `starting` is True while it (re)starts one, which a signal may interrupt."""
 
-    def __init__(self, server: TritonServer, log: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        server: TritonServer,
+        log: Callable[[str], None] = print,
+        on_serving: Callable[[bool, str | None], None] | None = None,
+    ) -> None:
+        """`on_serving(up, reason)` hears each change: False with the reason when the server is lost
+        (before it is restarted), True once it is ready again (the front door routes by it)."""
         self.server = server
         self.log = log
+        self.on_serving = on_serving or (lambda up, reason: None)
         self.restarts: list[Restart] = []
         self.starting = False
         self._stubs: dict[int, str] = {}  # pid -> model, as of the last ready
@@ -53,6 +61,7 @@ class Supervisor:
         finally:
             self.starting = False
         self.remember_stubs()
+        self.on_serving(True, None)
 
     def remember_stubs(self) -> None:
         """The stubs of a freshly ready server: the ones whose loss means a restart."""
@@ -77,7 +86,8 @@ class Supervisor:
                 f"{reason}; not restarting: {len(recent)} restarts in the last {cfg.restart_window_s:.0f} s "
                 f"(a crash loop). Last lines of {self.server.log_path}:\n{self.server.log_tail()}"
             )
-        self.log(f"reelserve: {reason}; restarting tritonserver")
+        self.on_serving(False, reason)
+        self.log(f"reelserve: {reason}; restarting {self.server}")
         begin = time.monotonic()
         self.starting = True
         try:
@@ -88,12 +98,14 @@ class Supervisor:
         self.remember_stubs()
         took = time.monotonic() - begin
         self.restarts.append(Restart(time.time(), reason, took))
+        self.on_serving(True, None)
         self.log(f"reelserve: tritonserver ready again after {took:.1f} s (pid {self.server.pid})")
 
     def run(self, stop: threading.Event) -> None:
         """Start (if needed) and supervise until `stop` is set; raises ServerStartError on a crash loop."""
         if self.server.is_running():
             self.remember_stubs()
+            self.on_serving(True, None)
         else:
             self.start()
         while not stop.wait(self.server.cfg.watchdog_poll_s):

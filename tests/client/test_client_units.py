@@ -270,3 +270,56 @@ def test_a_model_name_the_sdk_cannot_call_is_refused_at_once() -> None:
                 await aio.embedding_space("vidoe_features")
 
     asyncio.run(read_async())
+
+
+def test_queue_timeout_is_a_deadline_not_a_retry() -> None:
+    """Triton's "Request timeout expired": the call's deadline passed in the server's queue."""
+    err = from_status("StatusCode.UNAVAILABLE", "in ensemble 'video_features', Request timeout expired")
+    assert isinstance(err, DeadlineExceededError) and not err.retryable
+    assert "dropped it from its queue" in err.details
+
+
+def test_full_queue_is_retried() -> None:
+    err = from_status("StatusCode.UNAVAILABLE", "in ensemble 'video_features', Exceeds maximum queue size")
+    assert err.retryable
+
+
+@pytest.mark.parametrize(("remaining_s", "us"), [(2.0, 2_000_000), (0.0015, 1500), (0.0, 1), (-1.0, 1)])
+def test_the_remaining_deadline_becomes_the_server_timeout(remaining_s: float, us: int) -> None:
+    from reelserve.client._call import server_timeout_us
+
+    assert server_timeout_us(remaining_s) == us
+
+
+def test_both_clients_send_the_remaining_deadline_as_the_server_timeout(monkeypatch) -> None:
+    """Sync and async alike pass Triton's per-request `timeout` with every inference attempt."""
+    from reelserve.client._aio import aiogrpc
+    from reelserve.client._client import grpcclient
+
+    sent: list[int] = []
+
+    def sync_infer(self, model, inputs, callback, **kwargs):
+        sent.append(kwargs["timeout"])
+        callback(None, InferenceServerException("Exceeds maximum queue size", status="StatusCode.UNAVAILABLE"))
+
+    async def async_infer(self, model, inputs, **kwargs):
+        sent.append(kwargs["timeout"])
+        raise InferenceServerException("Exceeds maximum queue size", status="StatusCode.UNAVAILABLE")
+
+    monkeypatch.setattr(grpcclient.InferenceServerClient, "async_infer", sync_infer)
+    monkeypatch.setattr(aiogrpc.InferenceServerClient, "infer", async_infer)
+    retry = RetryPolicy(max_attempts=2, initial_backoff_s=0.01)
+    with VideoFeaturesClient("127.0.0.1:1", deadline_s=5.0, retry=retry) as client, pytest.raises(ReelserveError):
+        client.text_features(["hello"])
+
+    async def go() -> None:
+        client = AsyncVideoFeaturesClient("127.0.0.1:1", deadline_s=5.0, retry=retry)
+        try:
+            with pytest.raises(ReelserveError):
+                await client.text_features(["hello"])
+        finally:
+            await client.close()
+
+    asyncio.run(go())
+    assert len(sent) == 4
+    assert all(4_000_000 < us <= 5_000_000 for us in sent), sent  # each attempt: what is left of 5 s

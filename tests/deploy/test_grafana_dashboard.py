@@ -154,6 +154,21 @@ def client_families() -> dict[str, Family]:
 
 
 @cache
+def frontdoor_families() -> dict[str, Family]:
+    """The front door's metric families (`reelserve/frontdoor/metrics.py`), read like the SDK's."""
+    from reelserve.frontdoor.metrics import FrontDoorMetrics
+
+    metrics = FrontDoorMetrics()
+    labels = {m._name: frozenset(m._labelnames) for m in vars(metrics).values() if hasattr(m, "_labelnames")}
+    families = {}
+    for family in metrics.registry.collect():
+        name = f"{family.name}_total" if family.type == "counter" else family.name
+        families[name] = Family(family.type, labels[family.name], "front door")
+    assert families, "reelserve/frontdoor/metrics.py defines no metrics?"
+    return families
+
+
+@cache
 def doc_text() -> str:
     return DOC.read_text()
 
@@ -186,9 +201,9 @@ def triton_families() -> dict[str, Family]:
 
 
 def source_series() -> dict[str, tuple[str, frozenset[str]]]:
-    """Series name -> (documented family name, labels) for the client SDK's and Triton's metrics."""
+    """Series name -> (documented family name, labels) for the client SDK's, Triton's and the front door's metrics."""
     series = {}
-    for families in (client_families(), triton_families()):
+    for families in (client_families(), triton_families(), frontdoor_families()):
         for name, family in families.items():
             series.update({s: (name, labels) for s, labels in family.samples(name).items()})
     return series
@@ -329,6 +344,11 @@ def test_doc_lists_every_metric_the_rules_and_dashboard_use() -> None:
 def test_doc_client_rows_match_the_sdk() -> None:
     documented = {n: f for n, f in doc_metrics().items() if f.source == "client SDK"}
     assert documented == client_families(), f"docs/metrics.md {documented} != client/_metrics.py {client_families()}"
+
+
+def test_doc_front_door_rows_match_the_code() -> None:
+    documented = {n: f for n, f in doc_metrics().items() if f.source == "front door"}
+    assert documented == frontdoor_families(), f"docs/metrics.md {documented} != {frontdoor_families()}"
 
 
 def read_metrics(url: str, timeout_s: float = 30) -> str:

@@ -243,3 +243,18 @@ def test_every_step_loads_the_settings_it_was_written_with(tmp_path: Path, targe
         if target == "gpu" and "asr" in want:  # Whisper on the GPU
             want["asr"] = replace(cfg.asr, device="cuda", compute_type="float16")
         assert loaded == want, spec.name
+
+
+def test_only_the_entry_step_has_a_queue_policy(configs) -> None:
+    """Deadlines and the queue bound act at preprocess; a rejection further in breaks the ensemble in 2.51."""
+    b = DEFAULT.batching
+    for name in STEPS:
+        batching = configs[name].dynamic_batching
+        policy = batching.default_queue_policy
+        if name == c.PREPROCESS:
+            assert policy.timeout_action == model_config_pb2.ModelQueuePolicy.REJECT
+            assert policy.default_timeout_microseconds == b.queue_timeout_us > 0  # non-zero: overrides apply
+            assert policy.allow_timeout_override
+            assert policy.max_queue_size == b.max_queue_size > 0
+        else:
+            assert not batching.HasField("default_queue_policy"), name

@@ -90,3 +90,11 @@ def test_gpu_target_runs_whisper_on_cuda_in_float16() -> None:
     asr = target_config(DEFAULT, "gpu").asr
     assert (asr.device, asr.compute_type) == ("cuda", "float16")
     assert {s.name: s for s in step_specs(DEFAULT, "gpu")}[c.ASR].python  # CTranslate2 drives the GPU itself
+
+
+def test_preprocess_is_the_first_step_of_every_ensemble() -> None:
+    """The queue policy sits on ENTRY_STEP: it must be where every ensemble call enters."""
+    from reelserve.spec.topology import ENTRY_STEP
+
+    for spec in ensemble_specs(DEFAULT):
+        assert spec.calls[0].model == ENTRY_STEP, spec.name
