@@ -63,7 +63,7 @@ soak: export  ## bounded soak on loopback (3 min): throughput, errors, server RS
 bench-client: export  ## the client SDK's overhead per call vs raw tritonclient (prints a table)
 	$(PY) -m reelserve.loadtests.client_overhead --model-repository $(REPO)
 
-serve: export  ## serve on 127.0.0.1:8001 (gRPC) until Ctrl-C
+serve: export  ## 2 tritonserver replicas behind the nginx front door on 127.0.0.1:8001 (gRPC) until Ctrl-C
 	$(VENV)/bin/reelserve serve --model-repository $(REPO)
 
 clean:  ## remove generated artifacts (keeps .venv)

@@ -29,14 +29,26 @@ def _run_label(row: dict) -> str:
     return f"{row['target']} closed c={row['concurrency']}"
 
 
+MOSTLY_FAILED = 0.5  # a run with more errors than this is marked: its latency is of the few that answered
+
+
+def mostly_failed(row: dict) -> bool:
+    return bool(row["sent"]) and row["error_rate"] > MOSTLY_FAILED
+
+
 def plot(rows: list[dict], runs: list[RunResult], path: Path, slo_ms: float) -> Path:
-    """Left: p50/p99 latency vs load per target. Right: latency CDF of every run (log x)."""
+    """Latency vs load, goodput and errors vs load, and the latency CDF of every run.
+
+    Latency covers OK answers only, so under overload it can *fall* while almost everything
+    fails; the middle panel (goodput, error rate) and the red marks on runs where most requests
+    failed keep that from reading as an improvement.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(19, 5))
     for target in dict.fromkeys(r["target"] for r in rows):
         for mode, marker in (("open", "o"), ("closed", "s")):
             mine = [r for r in rows if r["target"] == target and r["mode"] == mode and r["ok"]]
@@ -47,13 +59,32 @@ def plot(rows: list[dict], runs: list[RunResult], path: Path, slo_ms: float) -> 
             x = [load(r) for r in mine]
             for q, style in (("p50", "--"), ("p99", "-")):
                 left.plot(x, [r["latency_ms"][q] for r in mine], style, marker=marker, label=f"{target} {mode} {q}")
+            failed = [r for r in mine if mostly_failed(r)]
+            if failed:
+                left.scatter([load(r) for r in failed], [r["latency_ms"]["p99"] for r in failed], s=120,
+                             facecolors="none", edgecolors="red", linewidths=2, zorder=5,
+                             label=f"{target}: most requests failed (latency of the few OK)")  # fmt: skip
+        opened = [r for r in rows if r["target"] == target and r["mode"] == "open"]
+        opened.sort(key=lambda r: r["offered_rps"])
+        if opened:
+            x = [r["offered_rps"] for r in opened]
+            middle.plot(x, [r["goodput_rps"] for r in opened], "-o", label=f"{target} goodput (OK/s)")
+            middle.plot(x, [r["offered_rps"] * r["error_rate"] for r in opened], ":x", label=f"{target} errors/s")
     left.axhline(slo_ms, color="red", lw=1, label=f"SLO {slo_ms:g} ms")
     left.set_xlabel("offered load (open loop) or throughput (closed loop), requests/s")
-    left.set_ylabel("latency, ms (open loop: from intended send time)")
+    left.set_ylabel("latency of OK answers, ms (open loop: from intended send time)")
     left.set_yscale("log")
     left.set_xscale("log")  # systems differ by orders of magnitude in capacity
     left.grid(True, which="both", alpha=0.3)
     left.legend(fontsize=7)
+    if middle.get_legend_handles_labels()[0]:
+        top = max(r["offered_rps"] for r in rows if r["mode"] == "open")
+        middle.plot([0, top], [0, top], color="grey", lw=0.8, label="offered = answered")
+        middle.legend(fontsize=7)
+    middle.set_xlabel("offered load, requests/s (open loop)")
+    middle.set_ylabel("requests/s")
+    middle.set_title("goodput and errors vs offered load", fontsize=9)
+    middle.grid(True, alpha=0.3)
     for row, run in zip(rows, runs, strict=True):
         lat = np.sort([s.latency_s * 1000.0 for s in run.samples if s.status == "OK"])
         if lat.size:
@@ -94,6 +125,7 @@ def summary_lines(rows: list[dict]) -> list[str]:
         lines.append(
             f"{_run_label(r):44.44s} {r['sent']:5d} {r['throughput_rps']:7.2f} {lat['p50']:8.1f} {lat['p90']:8.1f}"
             f" {lat['p99']:8.1f} {lat['p99.9']:8.1f} {r['error_rate']:7.2%} {r['slo_attainment']:7.2%}"
+            + ("  MOSTLY FAILED: latency is of the few OK answers" if mostly_failed(r) else "")
         )
     return lines
 

@@ -54,6 +54,8 @@ def summarize(run: RunResult, slo_ms: float) -> dict:
         "statuses": dict(sorted(statuses.items())),
         "error_rate": (sent - ok.size) / sent if sent else float("nan"),
         "throughput_rps": ok.size / span if span > 0 else float("nan"),
+        # OK answers per second of sending (the SDK's deadline already turned late ones into errors)
+        "goodput_rps": ok.size / run.duration_s if run.duration_s > 0 else float("nan"),
         "latency_ms": percentiles_ms(ok),
         "slo_ms": slo_ms,
         "slo_attainment": within / sent if sent else float("nan"),

@@ -216,8 +216,9 @@ class ServerConfig:
     # `max_restarts` within `restart_window_s`, a crash loop no restart will fix.
     watchdog_poll_s: float = 0.5
     # Replicas (`reelserve serve --replicas N`): N > 1 runs N tritonservers behind the nginx front
-    # door and its relay (reelserve/frontdoor), so one crash costs callers nothing.
-    replicas: int = 1
+    # door and its relay (reelserve/frontdoor): no caller's cancel reaches Triton, one crash costs
+    # callers nothing, overload is shed. 2 by default (README, "Serving"); 1: one server, no nginx.
+    replicas: int = 2
     # Front-door admission (reelserve/frontdoor/admission.py): at most this many inference calls in
     # Triton per serving replica and as many waiting, each only while its deadline still covers a
     # typical call; the rest answered UNAVAILABLE at once (docs/decisions.md, "Deadlines and

@@ -100,3 +100,24 @@ def test_export_asr_flag_reaches_the_config(capsys) -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(["export", "--asr", "large"])
     assert "invalid choice: 'large'" in capsys.readouterr().err
+
+
+def test_serve_help_documents_replicas_and_the_front_door(capsys) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--replicas" in out and "nginx" in out and "front door" in out
+    assert "a cancelled ensemble call crashes tritonserver 2.51" in out
+
+
+def test_serve_refuses_zero_replicas_plainly() -> None:
+    result = _cli("serve", "--replicas", "0", timeout=60)
+    assert result.returncode == 2
+    assert "--replicas must be at least 1, got 0" in result.stderr
+
+
+def test_serve_replicas_with_a_missing_repository_is_a_plain_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    result = _cli("serve", "--replicas", "2", "--model-repository", str(missing), timeout=120)
+    assert result.returncode == 1
+    assert "does not exist" in result.stderr and "Traceback" not in result.stderr
