@@ -12,8 +12,9 @@ never retries a gRPC request once it has sent it (`request_body_no_buffering = 1
   is sent again to another ready replica, which is safe because feature extraction is a pure
   function of the request. Triton's own answers (errors included) pass through unchanged.
 
-Each replica has its own relay listener (nginx balances across them): it prefers its replica and
-falls back to the others while that one is not ready. Streaming inference is refused: a stream a
+Each replica has its own relay listener (nginx balances across them); a call goes to the ready
+replica with the fewest calls in flight, the listener's own on a tie. Admission
+(`admission.Admission`) bounds the calls in Triton before any of that. Streaming inference is refused: a stream a
 client closes cancels its requests, which is the crash this layer exists to avoid.
 """
 
