@@ -147,7 +147,7 @@ class BatchingConfig:
     # once with UNAVAILABLE "Exceeds maximum queue size" (0: unbounded), which the SDK backs off
     # on within its deadline. Queues further in are bounded by the front door's admission.
     queue_timeout_us: int = 60_000_000
-    max_queue_size: int = 8
+    max_queue_size: int = 64  # 4 full batches: bounds memory under a flood; admission sheds earlier
 
 
 @dataclass(frozen=True)
