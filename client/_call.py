@@ -29,8 +29,8 @@ def server_timeout_us(remaining_s: float) -> int:
     """The call's remaining deadline as Triton's per-request `timeout` (microseconds, at least 1).
 
     The server drops a request still queued when it expires instead of computing an answer nobody
-    waits for; the steps' queue policy has a non-zero default timeout, which a smaller per-request
-    one overrides (`reelserve.spec.topology`, docs/decisions.md "Deadlines").
+    waits for; the entry step's queue policy has a non-zero default timeout, which a smaller
+    per-request one overrides (`topology.ENTRY_STEP`, docs/decisions.md "Deadlines and bounded queues").
     """
     return max(1, int(remaining_s * 1_000_000))
 

@@ -80,13 +80,13 @@ class Supervisor:
     def restart(self, reason: str) -> None:
         """Kill the broken server and start it again on the same ports; ServerStartError on a crash loop."""
         cfg = self.server.cfg
+        self.on_serving(False, reason)  # lost either way: routed around now, restarted or not
         recent = [r for r in self.restarts if r.at > time.time() - cfg.restart_window_s]
         if len(recent) >= cfg.max_restarts:
             raise ServerStartError(
                 f"{reason}; not restarting: {len(recent)} restarts in the last {cfg.restart_window_s:.0f} s "
                 f"(a crash loop). Last lines of {self.server.log_path}:\n{self.server.log_tail()}"
             )
-        self.on_serving(False, reason)
         self.log(f"reelserve: {reason}; restarting {self.server}")
         begin = time.monotonic()
         self.starting = True

@@ -170,3 +170,16 @@ def test_serve_exits_1_on_a_crash_loop(capsys: pytest.CaptureFixture[str]) -> No
     assert serve(server) == 1  # type: ignore[arg-type]
     killer.join(5)
     assert "reelserve serve: tritonserver exited (code -9); not restarting" in capsys.readouterr().err
+
+
+def test_every_loss_is_heard_before_the_restart_and_a_crash_loop_leaves_it_down() -> None:
+    """The front door routes by `on_serving`: a replica in a crash loop must not stay marked up."""
+    server, heard = FakeServer(fast(max_restarts=1)), []
+    supervisor = Supervisor(server, log=lambda _: None, on_serving=lambda up, reason: heard.append(up))  # type: ignore[arg-type]
+    stop = threading.Event()
+    thread, failure = run_in_thread(supervisor, stop)
+    while thread.is_alive():
+        server.running = False
+        time.sleep(0.01)
+    assert isinstance(failure[0], ServerStartError)
+    assert heard == [True, False, True, False]  # up, lost, up again, lost for good
