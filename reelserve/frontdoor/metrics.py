@@ -47,7 +47,8 @@ class FrontDoorMetrics:
             registry=r,
         )
         self.replica_restarts = Counter(
-            "reelserve_replica_restarts", "Replica losses its supervisor acted on: a restart (or, in a crash loop, the end of supervision)",
+            "reelserve_replica_restarts",
+            "Replica losses its supervisor acted on: a restart (or, in a crash loop, the end of supervision)",
             ["replica", "reason"], registry=r,
         )  # fmt: skip
         self.replica_up = Gauge(
