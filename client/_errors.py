@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from reelserve.spec import contract as c
+
 
 class ReelserveError(Exception):
     """A call failed; `status` is the gRPC status name (e.g. "INVALID_ARGUMENT")."""
@@ -68,11 +70,11 @@ STATUS_LABELS = ("OK", *_BY_STATUS, "INTERNAL", "UNKNOWN", "OTHER")
 
 def from_status(status: str | None, details: str) -> ReelserveError:
     name = (status or "UNKNOWN").removeprefix("StatusCode.")
-    if "Request timeout expired" in details:
+    if c.TRITON_QUEUE_TIMEOUT in details:
         # Triton dropped the request from a step's queue when its per-request timeout (the call's
         # remaining deadline, sent by the SDK) ran out: the deadline passed, whatever status carried it.
         return DeadlineExceededError("DEADLINE_EXCEEDED", f"{details} (the server dropped it from its queue)")
-    if name == "UNAVAILABLE" and "protocol is restricted" in details:
+    if name == "UNAVAILABLE" and c.TRITON_RESTRICTED in details:
         # Triton's restricted-protocol check answers UNAVAILABLE for a missing or wrong key;
         # retrying cannot help, so it is an authentication error here.
         return UnauthenticatedError("UNAUTHENTICATED", f"{details}; pass api_key= (the server's --api-key)")

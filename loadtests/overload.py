@@ -57,7 +57,8 @@ def overload_row(run: runner.RunResult, *, deadline_s: float, capacity_rps: floa
     }
 
 
-async def _probe_after(target, mix, delay_s: float, rps: float, duration_s: float) -> runner.RunResult:
+async def probe_after(target, mix, delay_s: float, rps: float, duration_s: float) -> runner.RunResult:
+    """A light constant-rate probe starting `delay_s` from now: run beside an overload to time recovery."""
     await asyncio.sleep(delay_s)
     return await runner.open_loop(target, mix, rate=rps, duration_s=duration_s, max_requests=10_000,
                                   process="constant", drain_timeout_s=10.0)  # fmt: skip
@@ -76,7 +77,7 @@ async def measure(args: argparse.Namespace) -> dict:
                                           duration_s=args.capacity_s, max_requests=100_000)  # fmt: skip
         capacity = stats.summarize(closed, args.slo_ms)["throughput_rps"]
         print(f"capacity (closed loop, {args.concurrency} workers): {capacity:.2f} req/s", file=sys.stderr)
-        idle = await _probe_after(target, mix, 0.0, args.probe_rps, args.probe_s)
+        idle = await probe_after(target, mix, 0.0, args.probe_rps, args.probe_s)
         idle_p99 = stats.summarize(idle, args.slo_ms)["latency_ms"]["p99"]
         bound = max(args.slo_ms, IDLE_MARGIN * idle_p99)
         print(f"idle probe p99 {idle_p99:.0f} ms; recovery bound {bound:.0f} ms", file=sys.stderr)
@@ -85,7 +86,7 @@ async def measure(args: argparse.Namespace) -> dict:
             rate = factor * capacity
             load = runner.open_loop(target, mix, rate=rate, duration_s=args.duration, max_requests=100_000,
                                     seed=args.seed + i, drain_timeout_s=args.deadline_s + 30.0)  # fmt: skip
-            probe = _probe_after(target, mix, args.duration, args.probe_rps, args.probe_s)
+            probe = probe_after(target, mix, args.duration, args.probe_rps, args.probe_s)
             run, probe_run = await asyncio.gather(load, probe)
             row = overload_row(run, deadline_s=args.deadline_s, capacity_rps=capacity, slo_ms=args.slo_ms)
             row["recovery_s"] = recovery_s(probe_run, bound, 0.0)

@@ -158,19 +158,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     try:
         if args.replicas > 1:
-            from reelserve.frontdoor.deployment import FrontDoorDeployment, replica_layout
+            from reelserve.frontdoor.deployment import replica_layout
             from reelserve.frontdoor.serve import serve_front_door
 
-            return serve_front_door(FrontDoorDeployment(replica_layout(cfg, args.replicas), log=_stderr))
+            return serve_front_door(replica_layout(cfg, args.replicas))
         probe = {"ssl": True, "root_certificates": str(cfg.tls_cert)} if cfg.tls_cert else None
         return serve(TritonServer(cfg, probe_tls=probe))
     except ServerStartError as e:
         print(f"reelserve serve: {e}", file=sys.stderr)
         return 1
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

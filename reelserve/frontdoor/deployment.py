@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from reelserve.config import ServerConfig, cache_dir
 from reelserve.triton.errors import ServerStartError
-from reelserve.triton.ports import free_port, port_in_use, url_host
+from reelserve.triton.ports import accepts_tcp, free_port, port_in_use, url_host
 from reelserve.triton.server import TritonServer
 from reelserve.triton.supervise import Supervisor
 
@@ -181,19 +182,14 @@ class FrontDoorDeployment:
         return self
 
     def nginx_wait_ready(self, timeout_s: float = 10.0) -> None:
-        import socket
-        import time
-
         deadline = time.monotonic() + timeout_s
         public = self.layout.public
         while time.monotonic() < deadline:
             if not self.nginx.is_running():
                 raise ServerStartError(f"nginx exited at start; {self.nginx.error_log}:\n{self.nginx.log_tail()}")
-            try:
-                with socket.create_connection((public.host, public.grpc_port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.05)
+            if accepts_tcp(public.host, public.grpc_port):
+                return
+            time.sleep(0.05)
         raise ServerStartError(f"nginx not listening on {self.grpc_url} after {timeout_s:.0f} s")
 
     def _supervise(self, sup: Supervisor) -> None:

@@ -14,8 +14,8 @@ never retries a gRPC request once it has sent it (`request_body_no_buffering = 1
 
 Each replica has its own relay listener (nginx balances across them); a call goes to the ready
 replica with the fewest calls in flight, the listener's own on a tie. Admission
-(`admission.Admission`) bounds the calls in Triton before any of that. Streaming inference is refused: a stream a
-client closes cancels its requests, which is the crash this layer exists to avoid.
+(`admission.Admission`) bounds the calls in Triton before any of that. Streaming inference is
+refused: a stream a client closes cancels its requests, the crash this layer exists to avoid.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from reelserve.spec.contract import DEADLINE_HEADER
+from reelserve.spec import contract as c
+from reelserve.triton.ports import url_host
 
 from .admission import Admission, ServiceTime, Shed
 from .metrics import FrontDoorMetrics
@@ -36,12 +37,9 @@ __all__ = ["ReplicaState", "Relay", "retry_reason"]
 
 _STREAM_METHOD = "/inference.GRPCInferenceService/ModelStreamInfer"
 _INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
-# Triton's own "not now" answers: a bounded queue that is full, a request whose timeout expired in
-# the queue. They are the answer (the caller backs off); another replica is not asked.
-_TRITON_SHED = "Exceeds maximum queue size"
-_TRITON_TIMEOUT = "Request timeout expired"
-_TRITON_RESTRICTED = "protocol is restricted"  # a missing or wrong API key, answered as UNAVAILABLE
-_TRITON_ANSWERS = (_TRITON_SHED, _TRITON_TIMEOUT, _TRITON_RESTRICTED)
+# Triton's own UNAVAILABLE answers: a full queue, a queue timeout, a wrong API key. They are the
+# answer (the caller backs off or fixes its key); another replica is not asked.
+_TRITON_ANSWERS = (c.TRITON_QUEUE_FULL, c.TRITON_QUEUE_TIMEOUT, c.TRITON_RESTRICTED)
 # A python-backend stub that died while holding the request (Triton 2.51 says so in the message).
 _STUB_GONE = ("Stub process", "is not healthy")
 _SUSPECT_S = 1.0  # a replica that failed a call is skipped this long (the supervisor decides the rest)
@@ -124,7 +122,7 @@ class Relay:
         for home, port in enumerate(ports):
             server = grpc.aio.server(options=_CHANNEL_OPTIONS)
             server.add_generic_rpc_handlers([_Handler(self, home)])
-            address = f"[{self.host}]:{port}" if ":" in self.host else f"{self.host}:{port}"
+            address = f"{url_host(self.host)}:{port}"
             if server.add_insecure_port(address) != port:
                 raise OSError(f"relay could not listen on {address}")
             await server.start()
@@ -233,9 +231,9 @@ class Relay:
         if method != _INFER_METHOD:
             return
         self.metrics.requests.labels(code.name).inc()
-        if _TRITON_SHED in details:
+        if c.TRITON_QUEUE_FULL in details:
             self.metrics.shed.labels("triton_queue").inc()
-        elif _TRITON_TIMEOUT in details:
+        elif c.TRITON_QUEUE_TIMEOUT in details:
             self.metrics.timed_out.inc()
 
 
@@ -247,7 +245,7 @@ def _caller_deadline_s(metadata: tuple, context: grpc.aio.ServicerContext) -> fl
     """Seconds the caller still waits: the SDK's header (its gRPC deadline is padded, see client/_call.py),
     else the gRPC deadline; None when the caller set none."""
     for key, value in metadata:
-        if key == DEADLINE_HEADER:
+        if key == c.DEADLINE_HEADER:
             try:
                 return max(0.0, int(value) / 1000.0)
             except ValueError:

@@ -8,7 +8,7 @@ import threading
 
 from reelserve.triton.errors import ServerStartError
 
-from .deployment import FrontDoorDeployment
+from .deployment import FrontDoorDeployment, ReplicaLayout
 
 __all__ = ["serve_front_door"]
 
@@ -31,8 +31,9 @@ def _print_addresses(d: FrontDoorDeployment) -> None:
         print("  access:  every protocol but health/metadata needs the x-api-key header", flush=True)
 
 
-def serve_front_door(deployment: FrontDoorDeployment) -> int:
+def serve_front_door(layout: ReplicaLayout) -> int:
     """Start everything, print where it listens, wait for a signal; 1 once no replica can be restarted."""
+    deployment = FrontDoorDeployment(layout, log=_say)
     stop = threading.Event()
 
     def _on_signal(signum: int, _frame: object) -> None:

@@ -20,6 +20,10 @@ ALWAYS_SERVED = (VIDEO_FEATURES, TEXT_FEATURES)  # by every export; VIDEO_FEATUR
 # gRPC metadata: the caller's remaining deadline in ms, which the SDK sends because its own gRPC
 # deadline is padded (a cancel crashes tritonserver 2.51); the front door's admission reads it.
 DEADLINE_HEADER = "x-reelserve-deadline-ms"
+# Triton 2.51's own error texts that callers classify by (its gRPC status alone does not say):
+TRITON_QUEUE_FULL = "Exceeds maximum queue size"  # UNAVAILABLE: the entry step's queue is full
+TRITON_QUEUE_TIMEOUT = "Request timeout expired"  # the per-request timeout passed while queued
+TRITON_RESTRICTED = "protocol is restricted"  # UNAVAILABLE for a missing or wrong API key
 
 # Steps inside them.
 PREPROCESS = "preprocess"  # validates and decodes every input: the one step allowed to refuse a request

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from reelserve.config import ServerConfig
 
-__all__ = ["free_port", "on_free_ports", "port_in_use", "url_host"]
+__all__ = ["accepts_tcp", "free_port", "on_free_ports", "port_in_use", "url_host"]
 
 
 def _family(host: str) -> socket.AddressFamily:
@@ -46,6 +46,15 @@ def port_in_use(host: str, port: int) -> bool:
         except OSError:
             return True
     return False
+
+
+def accepts_tcp(host: str, port: int, timeout_s: float = 0.5) -> bool:
+    """True once something listens on host:port (a plain TCP connect: no protocol, no backoff)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
 
 
 def url_host(host: str) -> str:

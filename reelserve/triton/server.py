@@ -13,7 +13,6 @@ import contextlib
 import functools
 import os
 import re
-import socket
 import sys
 import threading
 import time
@@ -26,7 +25,7 @@ from reelserve.config import LABEL_BANKS_ENV, ServerConfig, cache_dir
 from .access import access_args, redact
 from .errors import ServerStartError
 from .install import STUB_NAME, TritonInstall, find_tritonserver
-from .ports import port_in_use, url_host
+from .ports import accepts_tcp, port_in_use, url_host
 from .process import ChildProcess, file_tail, matching_lines
 
 __all__ = ["TritonServer"]
@@ -265,7 +264,7 @@ class TritonServer:
         deadline = time.monotonic() + timeout
         # Until the gRPC port accepts TCP connections there is nothing to ask; probing with a plain
         # socket avoids gRPC's reconnect backoff (which would add up to seconds to the cold start).
-        while not self._accepts_tcp(self.cfg.grpc_port):
+        while not accepts_tcp(self.cfg.host, self.cfg.grpc_port):
             if not child.is_running():
                 raise self._died_error("exited before it was ready")
             if time.monotonic() > deadline:
@@ -285,7 +284,7 @@ class TritonServer:
                         pending.pop(0)
                 # tritonserver opens its metrics port after gRPC reports ready: wait for it too, so
                 # a scrape right after wait_ready() is not refused
-                if server_ready and not pending and self._accepts_tcp(self.cfg.metrics_port):
+                if server_ready and not pending and accepts_tcp(self.cfg.host, self.cfg.metrics_port):
                     self.stub_processes()  # remember their shm regions while we still can
                     return
                 if time.monotonic() > deadline:
@@ -297,13 +296,6 @@ class TritonServer:
                 time.sleep(_POLL_S)
         finally:
             client.close()
-
-    def _accepts_tcp(self, port: int) -> bool:
-        try:
-            with socket.create_connection((self.cfg.host, port), timeout=0.5):
-                return True
-        except OSError:
-            return False
 
     def stop(self, timeout_s: float = 30, *, kill: bool = False) -> int:
         """SIGTERM tritonserver, wait up to `timeout_s`, then SIGKILL its whole process group.

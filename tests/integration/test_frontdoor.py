@@ -195,7 +195,7 @@ def test_overload_sheds_and_recovers(front_door):
             capacity = stats.summarize(closed, 1000.0)["throughput_rps"]
             load = runner.open_loop(target, mix, rate=2 * capacity, duration_s=20.0, max_requests=10_000,
                                     drain_timeout_s=deadline_s + 30.0)  # fmt: skip
-            probe = overload._probe_after(target, mix, 20.0, 2.0, 15.0)
+            probe = overload.probe_after(target, mix, 20.0, 2.0, 15.0)
             run, probe_run = await asyncio.gather(load, probe)
             row = overload.overload_row(run, deadline_s=deadline_s, capacity_rps=capacity, slo_ms=1000.0)
             return capacity, row, overload.recovery_s(probe_run, 1000.0, 0.0)  # 1 s: a slow machine's bound
