@@ -26,16 +26,17 @@ class AsyncVideoFeaturesClient(ClientSettings):
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         *,
         deadline_s: float = DEFAULT_DEADLINE_S,
         retry: RetryPolicy | None = None,
         api_key: str | None = None,
         channel: ChannelOptions | None = None,
         registry: CollectorRegistry | None = None,
+        priority: str = "online",
     ) -> None:
-        super().__init__(url, deadline_s, retry, api_key, registry)
-        self._grpc = aiogrpc.InferenceServerClient(url, **(channel or ChannelOptions()).client_kwargs())
+        super().__init__(url, deadline_s, retry, api_key, registry, priority)
+        self._grpc = aiogrpc.InferenceServerClient(self.url, **(channel or ChannelOptions()).client_kwargs(self.url))
         self._pending: set[asyncio.Future] = set()  # RPCs of timed-out calls, still on the server
 
     async def __aenter__(self) -> AsyncVideoFeaturesClient:

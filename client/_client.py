@@ -20,6 +20,7 @@ from ._call import SERVER_GRACE_S, Call, deadline_exceeded, server_timeout_us, w
 from ._errors import from_status
 from ._metrics import metrics_for
 from ._retry import RetryPolicy
+from ._target import grpc_target, service_config
 from ._types import TextFeatures, VideoFeatures
 
 DEFAULT_DEADLINE_S = 10.0
@@ -28,8 +29,12 @@ API_KEY_HEADER = "x-api-key"  # what a gateway in front of reelserve checks
 TRITON_API_KEY_HEADER = "triton-grpc-protocol-x-api-key"
 
 
-def api_key_headers(api_key: str | None) -> dict[str, str] | None:
-    return {API_KEY_HEADER: api_key, TRITON_API_KEY_HEADER: api_key} if api_key else None
+def call_headers(api_key: str | None, priority: str) -> dict[str, str]:
+    """Metadata on every call: the API key (ours and Triton's header), the priority at the front door."""
+    if priority not in c.PRIORITIES:
+        raise ValueError(f"priority must be one of {list(c.PRIORITIES)}, got {priority!r}")
+    keys = {API_KEY_HEADER: api_key, TRITON_API_KEY_HEADER: api_key} if api_key else {}
+    return {**keys, c.PRIORITY_HEADER: priority}
 
 
 @dataclass(frozen=True)
@@ -48,19 +53,20 @@ class ChannelOptions:
     private_key: str | None = None
     certificate_chain: str | None = None
 
-    def client_kwargs(self) -> dict:
+    def client_kwargs(self, target: str) -> dict:
         return {
             "ssl": self.tls,
             "root_certificates": self.root_certificates,
             "private_key": self.private_key,
             "certificate_chain": self.certificate_chain,
-            "channel_args": self.channel_args(),
+            "channel_args": self.channel_args(target),
         }
 
-    def channel_args(self) -> list[tuple[str, int]]:
+    def channel_args(self, target: str) -> list[tuple[str, int | str]]:
         """Complete channel arguments (tritonclient then ignores its own keepalive defaults)."""
         backoff_ms = int(self.max_reconnect_backoff_s * 1000)
         return [
+            ("grpc.service_config", service_config(target)),  # per-call round robin
             ("grpc.max_send_message_length", 2**31 - 1),
             ("grpc.max_receive_message_length", 2**31 - 1),
             ("grpc.keepalive_time_ms", int(self.keepalive_time_s * 1000)),
@@ -78,18 +84,19 @@ class ClientSettings:
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         deadline_s: float,
         retry: RetryPolicy | None,
         api_key: str | None,
         registry: CollectorRegistry | None,
+        priority: str = "online",
     ) -> None:
         if deadline_s <= 0:
             raise ValueError(f"deadline_s must be > 0, got {deadline_s}")
-        self.url = url
+        self.url = grpc_target(url)  # the gRPC target: one server, or several balanced per call
         self.deadline_s = deadline_s
         self.retry = retry or RetryPolicy()
-        self.headers = api_key_headers(api_key)
+        self.headers = call_headers(api_key, priority)
         self.metrics = metrics_for(registry)
         self._configs: dict[str, dict] = {}
 
@@ -101,21 +108,26 @@ class VideoFeaturesClient(ClientSettings):
     deadline that covers its retries; UNAVAILABLE, NOT_FOUND (a model loading or unloading),
     CANCELLED (a server stopping mid-call) and RESOURCE_EXHAUSTED are retried with backoff,
     nothing else is. Config reads (`embedding_space`, `max_batch_size`, hence every `*_batched`
-    call) are retried alike, within `deadline_s`.
+    call) are retried alike, within `deadline_s`. `url`: `host:port`, a list of them, or a gRPC
+    target naming several servers (`dns:///reelserve-headless.NS.svc:8001`, `ipv4:A:P,B:P`):
+    calls go round robin over the healthy ones, and a retry goes to the next (`_target.py`).
+    `priority="backfill"` (re-extracting a catalogue): behind online calls at the front door's
+    admission, and shed first when it is full.
     """
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         *,
         deadline_s: float = DEFAULT_DEADLINE_S,
         retry: RetryPolicy | None = None,
         api_key: str | None = None,
         channel: ChannelOptions | None = None,
         registry: CollectorRegistry | None = None,
+        priority: str = "online",
     ) -> None:
-        super().__init__(url, deadline_s, retry, api_key, registry)
-        self._grpc = grpcclient.InferenceServerClient(url, **(channel or ChannelOptions()).client_kwargs())
+        super().__init__(url, deadline_s, retry, api_key, registry, priority)
+        self._grpc = grpcclient.InferenceServerClient(self.url, **(channel or ChannelOptions()).client_kwargs(self.url))
         self._pending = 0  # RPCs still running on the server (a timed-out call's RPC keeps going)
         self._drained = threading.Condition()
 
