@@ -224,6 +224,9 @@ class ServerConfig:
     # typical call; the rest answered UNAVAILABLE at once (docs/decisions.md, "Deadlines and
     # bounded queues").
     frontdoor_in_flight_per_replica: int = 2
+    # Of those slots, this many are never taken by backfill calls (`priority="backfill"`): an online
+    # call arriving while backfill saturates the replicas starts at once (docs/benchmarks.md, "Priority").
+    frontdoor_reserved_online: int = 1
     max_restarts: int = 5
     restart_window_s: float = 300.0
 

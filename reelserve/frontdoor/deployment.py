@@ -97,6 +97,7 @@ class FrontDoorDeployment:
             self.states,
             self.metrics,
             in_flight_per_replica=public.frontdoor_in_flight_per_replica,
+            reserved_online=public.frontdoor_reserved_online,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None

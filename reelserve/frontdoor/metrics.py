@@ -46,6 +46,12 @@ class FrontDoorMetrics:
             "Calls dropped from a step's queue because their deadline (Triton's per-request timeout) passed",
             registry=r,
         )
+        self.admission_wait = Counter(
+            "reelserve_frontdoor_admission_wait_seconds",
+            "Seconds inference calls waited at the front door's admission before reaching Triton (or being shed): "
+            "the queue Triton's own nv_inference_queue_duration_us does not see; the autoscaling ratio adds it",
+            registry=r,
+        )
         self.replica_restarts = Counter(
             "reelserve_replica_restarts",
             "Replica losses its supervisor acted on: a restart (or, in a crash loop, the end of supervision)",

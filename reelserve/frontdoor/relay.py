@@ -16,6 +16,7 @@ Each replica has its own relay listener (nginx balances across them); a call goe
 replica with the fewest calls in flight, the listener's own on a tie. Admission
 (`admission.Admission`) bounds the calls in Triton before any of that. Streaming inference is
 refused: a stream a client closes cancels its requests, the crash this layer exists to avoid.
+gRPC's health service is answered here, for the front door as a whole (`health`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ import grpc
 from reelserve.spec import contract as c
 from reelserve.triton.ports import url_host
 
-from .admission import Admission, ServiceTime, Shed
+from .admission import ONLINE, Admission, ServiceTime, Shed
+from .health import health_handler
 from .metrics import FrontDoorMetrics
 
 __all__ = ["ReplicaState", "Relay", "retry_reason"]
@@ -94,9 +96,10 @@ class Relay:
         *,
         host: str = "127.0.0.1",
         in_flight_per_replica: int = 2,
+        reserved_online: int = 1,
         wait_for_replica_s: float = 120.0,
     ) -> None:
-        """`in_flight_per_replica`: admission (`admission.Admission`), from `ServerConfig`."""
+        """`in_flight_per_replica`, `reserved_online`: admission (`admission.Admission`), from `ServerConfig`."""
         self.replicas = list(replicas)
         self.metrics = metrics
         self.host = host
@@ -106,10 +109,13 @@ class Relay:
             return in_flight_per_replica * max(1, sum(r.serving for r in self.replicas))
 
         self.service_time = ServiceTime()
-        self.admission = Admission(slots, max_waiting=slots, service_s=self.service_time)
+        self.admission = Admission(
+            slots, max_waiting=slots, service_s=self.service_time, reserved_online=reserved_online
+        )
         self._servers: list[grpc.aio.Server] = []
         self._tasks: set[asyncio.Task] = set()
         self._ticker: asyncio.Task | None = None
+        self.closing = False  # stop() began: health watches end
 
     # -- lifecycle (inside the relay's event loop) -------------------------------------------------
 
@@ -136,6 +142,7 @@ class Relay:
             self.admission.wake()
 
     async def stop(self, grace_s: float = 5.0) -> None:
+        self.closing = True
         if self._ticker is not None:
             self._ticker.cancel()
         await asyncio.gather(*(s.stop(grace_s) for s in self._servers))
@@ -144,6 +151,10 @@ class Relay:
         for replica in self.replicas:
             if replica.channel is not None:
                 await replica.channel.close()
+
+    def serving(self) -> bool:
+        """At least one replica takes calls (the front door's gRPC health status)."""
+        return any(r.serving for r in self.replicas)
 
     # -- one call ----------------------------------------------------------------------------------
 
@@ -192,7 +203,13 @@ class Relay:
         inference = method == _INFER_METHOD
         if inference:  # metadata and health calls are never held back
             try:
-                await self.admission.enter(None if remaining is None else time.monotonic() + remaining)
+                priority = _priority(metadata)
+            except ValueError as e:
+                self.metrics.requests.labels(grpc.StatusCode.INVALID_ARGUMENT.name).inc()
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            waiting_since = time.monotonic()
+            try:
+                await self.admission.enter(None if remaining is None else time.monotonic() + remaining, priority)
             except Shed as e:
                 code = grpc.StatusCode[e.status]
                 if code == grpc.StatusCode.UNAVAILABLE:
@@ -202,6 +219,8 @@ class Relay:
             except asyncio.CancelledError:
                 self.metrics.abandoned.inc()
                 raise
+            finally:
+                self.metrics.admission_wait.inc(time.monotonic() - waiting_since)
         task = asyncio.ensure_future(self.forward(home, method, request, metadata, give_up_at))
         self._tasks.add(task)
         task.add_done_callback(self._settle)
@@ -253,12 +272,25 @@ def _caller_deadline_s(metadata: tuple, context: grpc.aio.ServicerContext) -> fl
     return context.time_remaining()
 
 
+def _priority(metadata: tuple) -> int:
+    """The call's priority (an index into contract.PRIORITIES) from its header; online without one."""
+    for key, value in metadata:
+        if key == c.PRIORITY_HEADER:
+            if value not in c.PRIORITIES:
+                raise ValueError(f"header {c.PRIORITY_HEADER}: {value!r} is not one of {list(c.PRIORITIES)}")
+            return c.PRIORITIES.index(value)
+    return ONLINE
+
+
 class _Handler(grpc.GenericRpcHandler):
     def __init__(self, relay: Relay, home: int) -> None:
         self.relay, self.home = relay, home
 
     def service(self, handler_call_details: grpc.HandlerCallDetails):
         method = handler_call_details.method
+        health = health_handler(method, self.relay.serving, closing=lambda: self.relay.closing)
+        if health is not None:
+            return health
         if method == _STREAM_METHOD:
             return grpc.stream_stream_rpc_method_handler(_refuse_stream)
 

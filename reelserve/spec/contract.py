@@ -20,6 +20,10 @@ ALWAYS_SERVED = (VIDEO_FEATURES, TEXT_FEATURES)  # by every export; VIDEO_FEATUR
 # gRPC metadata: the caller's remaining deadline in ms, which the SDK sends because its own gRPC
 # deadline is padded (a cancel crashes tritonserver 2.51); the front door's admission reads it.
 DEADLINE_HEADER = "x-reelserve-deadline-ms"
+# gRPC metadata: the call's priority at the front door's admission, one of PRIORITIES (absent:
+# online). Backfill (re-extracting a catalogue) waits behind online calls and is shed first.
+PRIORITY_HEADER = "x-reelserve-priority"
+PRIORITIES = ("online", "backfill")
 # Triton 2.51's own error texts that callers classify by (its gRPC status alone does not say):
 TRITON_QUEUE_FULL = "Exceeds maximum queue size"  # UNAVAILABLE: the entry step's queue is full
 TRITON_QUEUE_TIMEOUT = "Request timeout expired"  # the per-request timeout passed while queued

@@ -1,4 +1,4 @@
-"""Front-door admission: slots per serving replica, a short FIFO wait, shedding past it, nothing leaked."""
+"""Front-door admission: slots per serving replica, a short wait (online first), shedding past it, nothing leaked."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import time
 import pytest
 
 from reelserve.frontdoor.admission import Admission, ServiceTime, Shed
+from reelserve.spec.contract import PRIORITIES
 
 
 def _admission(slots: int = 2, waiting: int = 2, service_s: float = 0.0) -> Admission:
@@ -132,3 +133,113 @@ def test_slots_follow_the_serving_replicas():
         return a.in_flight
 
     assert asyncio.run(go()) == 3
+
+
+BACKFILL = PRIORITIES.index("backfill")
+
+
+def test_a_free_slot_goes_to_an_online_waiter_before_an_older_backfill_one():
+    async def go():
+        a = _admission(slots=1, waiting=4)
+        await a.enter()
+        order: list[str] = []
+
+        async def wait(name: str, priority: int) -> None:
+            await a.enter(priority=priority)
+            order.append(name)
+
+        backfill = asyncio.ensure_future(wait("backfill", BACKFILL))
+        await asyncio.sleep(0.01)
+        online = asyncio.ensure_future(wait("online", 0))
+        await asyncio.sleep(0.01)
+        a.leave()  # one slot: the online waiter's, though it came second
+        await online
+        assert order == ["online"] and not backfill.done()
+        a.leave()
+        await backfill
+        return order, a.in_flight, a.waiting
+
+    assert asyncio.run(go()) == (["online", "backfill"], 1, 0)
+
+
+def test_an_online_caller_at_a_full_line_takes_the_newest_backfill_waiters_place():
+    async def go():
+        a = _admission(slots=1, waiting=2)
+        await a.enter()
+        older = asyncio.ensure_future(a.enter(priority=BACKFILL))
+        newer = asyncio.ensure_future(a.enter(priority=BACKFILL))
+        await asyncio.sleep(0.01)
+        online = asyncio.ensure_future(a.enter())
+        await asyncio.sleep(0.01)
+        with pytest.raises(Shed, match="higher priority took this one's place"):
+            await newer
+        assert a.waiting == 2 and not older.done()
+        a.leave()
+        await online
+        a.leave()
+        await older
+        return a.in_flight, a.waiting
+
+    assert asyncio.run(go()) == (1, 0)
+
+
+def test_a_backfill_caller_at_a_full_line_is_shed_itself():
+    async def go():
+        a = _admission(slots=1, waiting=1)
+        await a.enter()
+        online = asyncio.ensure_future(a.enter())
+        await asyncio.sleep(0.01)
+        with pytest.raises(Shed, match="front door full"):
+            await a.enter(priority=BACKFILL)
+        a.leave()
+        await online
+        return a.in_flight
+
+    assert asyncio.run(go()) == 1
+
+
+def test_a_shed_backfill_waiter_leaves_no_slot_taken():
+    async def go():
+        a = _admission(slots=1, waiting=1)
+        await a.enter()
+        bumped = asyncio.ensure_future(a.enter(priority=BACKFILL))
+        await asyncio.sleep(0.01)
+        online = asyncio.ensure_future(a.enter())
+        await asyncio.sleep(0.01)
+        with pytest.raises(Shed):
+            await bumped
+        a.leave()
+        await online
+        a.leave()
+        return a.in_flight, a.waiting
+
+    assert asyncio.run(go()) == (0, 0)
+
+
+def test_backfill_leaves_the_reserved_slot_to_online_calls():
+    async def go():
+        a = Admission(lambda: 3, max_waiting=lambda: 4, service_s=lambda: 0.0, reserved_online=1)
+        await a.enter(priority=BACKFILL)
+        await a.enter(priority=BACKFILL)
+        third = asyncio.ensure_future(a.enter(priority=BACKFILL))  # would take the reserved slot
+        await asyncio.sleep(0.01)
+        assert not third.done() and a.in_flight == 2
+        await asyncio.wait_for(a.enter(), 1)  # online: starts at once
+        assert a.in_flight == 3
+        a.leave()  # the online call ends: its slot stays reserved
+        await asyncio.sleep(0.01)
+        assert not third.done()
+        a.leave()  # a backfill call ends: the waiting backfill call takes its place
+        await asyncio.wait_for(third, 1)
+        return a.in_flight
+
+    assert asyncio.run(go()) == 2
+
+
+def test_backfill_always_gets_one_slot():
+    async def go():
+        a = Admission(lambda: 1, max_waiting=lambda: 1, service_s=lambda: 0.0, reserved_online=1)
+        await asyncio.wait_for(a.enter(priority=BACKFILL), 1)
+        return a.in_flight
+
+    assert asyncio.run(go()) == 1
