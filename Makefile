@@ -6,26 +6,29 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.reelserve-installed
+SERVE_VENV ?= .venv-serve
+SERVE_STAMP := $(SERVE_VENV)/.reelserve-installed
 REPO := model_repository
 
-.PHONY: help install export export-gpu gpu-check soak demo test test-all lint serve clean bench bench-client loadtest
+.PHONY: help install serve-env export export-gpu gpu-check soak demo test test-all lint serve clean bench bench-client loadtest
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml Makefile
-	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
-	@# The CPU torch wheel first, pinned: nothing later may pull a multi-GB CUDA build.
-	$(PIP) install --quiet torch==2.13.0 'numpy<2'
-	$(PIP) install --quiet -e '.[dev]'
-	@# timm only for its ImageNet class-name data files; its deps would pull torchvision + CUDA torch.
-	$(PIP) install --quiet --no-deps timm==1.0.31
-	$(PY) -c "import torch, numpy; assert torch.version.cuda is None, 'a CUDA torch got installed'; \
-	assert numpy.__version__ < '2', 'numpy 2 breaks the python-backend stub on BYTES inputs'"
+$(STAMP): pyproject.toml Makefile deploy/container/install.sh
+	@# The CPU torch wheel first, pinned: nothing later may pull a multi-GB CUDA build (install.sh checks).
+	PYTHON=$(PYTHON) bash deploy/container/install.sh python $(VENV) build
 	touch $(STAMP)
 
+# What the container image runs (serving extras only, no torch), with this checkout's code: the
+# tests start `reelserve serve` from it exactly as the Kubernetes Deployment does.
+$(SERVE_STAMP): pyproject.toml Makefile deploy/container/install.sh
+	PYTHON=$(PYTHON) bash deploy/container/install.sh python $(SERVE_VENV) serve --editable
+	touch $(SERVE_STAMP)
+
 install: $(STAMP)  ## create .venv with everything (CPU torch, tritonserver, ONNX Runtime)
+
+serve-env: $(SERVE_STAMP)  ## create .venv-serve: the container image's environment (no torch)
 
 export: install  ## build the model repository (reused when nothing changed)
 	$(VENV)/bin/reelserve export --target cpu --out $(REPO)
@@ -33,7 +36,7 @@ export: install  ## build the model repository (reused when nothing changed)
 demo: export  ## install, export, serve, send real short videos, print their features
 	$(VENV)/bin/reelserve demo --model-repository $(REPO)
 
-test: export lint  ## unit + integration tests against a real tritonserver (the slow sweeps excluded)
+test: export lint serve-env  ## unit + integration tests against a real tritonserver (the slow sweeps excluded)
 	$(PY) -m pytest
 
 test-all: export  ## also the slow kernel sweeps (long in Triton's interpreter)

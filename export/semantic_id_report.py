@@ -18,8 +18,6 @@ import numpy as np
 
 from reelserve.config import DEFAULT
 
-from .semantic_ids import assign_codes, codebook_stats, codebook_version
-
 PROG = "reelserve semantic-ids stats"
 MANIFEST = "reelserve-manifest.json"  # as export/cpu.py writes it
 HEADS_STEP = "fusion_heads"
@@ -197,6 +195,8 @@ def warn_if_announced_differs(heads: Path, version: str) -> None:
 
 def build_report(args: argparse.Namespace) -> dict:
     """Everything `stats` prints, as one JSON-able dict; raises InputError on bad input."""
+    from .semantic_ids import assign_codes, codebook_stats, codebook_version  # torch: not at CLI start-up
+
     repository: Path = args.model_repository
     heads = heads_file(repository)
     books = load_codebooks(heads)
