@@ -1,8 +1,9 @@
 """N tritonserver replicas on one host, each supervised on its own, behind the relay and nginx.
 
 Ports: the public ones (`ServerConfig.grpc_port`, `http_port`) are nginx's and the metrics port
-serves the front door's own counters; replica k (1-based) takes each base port + 10k, and its
-relay listens on grpc_port + 10k + 5 (defaults: replica 1 on 8011/8010/8012, relay 8016). Every
+serves the front door's own counters and every replica's Triton metrics (`replica_metrics`);
+replica k (1-based) takes each base port + 10k, and its relay listens on grpc_port + 10k + 5
+(defaults: replica 1 on 8011/8010/8012, relay 8016). Every
 replica serves the whole repository on loopback; TLS, when configured, ends at nginx. One
 supervisor thread per replica restarts it alone; while it is down the relay routes around it.
 """
@@ -26,6 +27,7 @@ from reelserve.triton.supervise import Supervisor
 from .metrics import FrontDoorMetrics
 from .nginx import FrontDoorConfig, NginxFrontDoor
 from .relay import Relay, ReplicaState
+from .replica_metrics import MetricsEndpoint, ReplicaSource
 
 __all__ = ["FrontDoorDeployment", "ReplicaLayout", "replica_layout"]
 
@@ -101,7 +103,7 @@ class FrontDoorDeployment:
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
-        self._metrics_server = None
+        self._metrics_server: MetricsEndpoint | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.failures: list[str] = []  # supervisors that gave up (crash loops)
@@ -145,8 +147,6 @@ class FrontDoorDeployment:
 
     def start(self) -> FrontDoorDeployment:
         """Start every replica (in parallel), the relay, the metrics endpoint and nginx; ready when it returns."""
-        from prometheus_client import start_http_server
-
         self._preflight()
         errors: list[BaseException] = []
 
@@ -170,7 +170,13 @@ class FrontDoorDeployment:
             self._loop_thread.start()
             asyncio.run_coroutine_threadsafe(self.relay.start(self.layout.relay_ports), self._loop).result(30)
             public = self.layout.public
-            self._metrics_server, _ = start_http_server(public.metrics_port, public.host, self.metrics.registry)
+            sources = [
+                ReplicaSource(state.name, server.metrics_url, lambda state=state: state.serving)
+                for state, server in zip(self.states, self.servers, strict=True)
+            ]
+            self._metrics_server = MetricsEndpoint(
+                public.host, public.metrics_port, self.metrics.registry, sources
+            ).start()
             self.nginx.start()
             self.nginx_wait_ready()
         except BaseException:
@@ -222,7 +228,7 @@ class FrontDoorDeployment:
         for t in stoppers:
             t.join()
         if self._metrics_server is not None:
-            self._metrics_server.shutdown()
+            self._metrics_server.stop()
             self._metrics_server = None
 
     def __enter__(self) -> FrontDoorDeployment:

@@ -16,12 +16,15 @@ import os
 import signal
 import threading
 import time
+import urllib.request
 from collections import Counter
 from dataclasses import replace
 
+import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from prometheus_client import CollectorRegistry
 from tritonclient.utils import InferenceServerException
 
 from reelserve.config import DEFAULT
@@ -179,6 +182,39 @@ def test_streaming_is_refused_plainly(front_door, clip):
     assert all(s.is_running() for s in front_door.servers)
 
 
+def test_the_metrics_port_carries_every_replicas_triton_metrics(front_door, clip):
+    """One scrape target per host (a Kubernetes pod): the replicas listen on loopback only."""
+    client = grpcclient.InferenceServerClient(front_door.grpc_url)
+    for _ in range(2):
+        client.infer(c.VIDEO_FEATURES, _inputs(clip))
+    client.close()
+    with urllib.request.urlopen(front_door.metrics_url, timeout=10) as response:
+        lines = response.read().decode().splitlines()
+    for k in (1, 2):
+        sample = f'nv_inference_request_success{{replica="replica{k}",model="preprocess"'
+        assert any(line.startswith(sample) for line in lines), sample
+        assert f'reelserve_replica_up{{replica="replica{k}"}} 1.0' in lines
+    assert sum(line == "# TYPE nv_inference_request_success counter" for line in lines) == 1
+    assert any(line.startswith("reelserve_frontdoor_admission_wait_seconds_total ") for line in lines)
+
+
+def test_grpc_health_and_priority_through_nginx(front_door, clip):
+    """What a balancing client sees: the front door SERVING, and a backfill call answered like any other."""
+    from reelserve.client import VideoFeaturesClient
+    from reelserve.frontdoor.health import CHECK, SERVING
+
+    channel = grpc.insecure_channel(front_door.grpc_url)
+    assert channel.unary_unary(CHECK)(b"", timeout=10) == bytes([0x08, SERVING])
+    channel.close()
+    with VideoFeaturesClient(front_door.grpc_url, priority="backfill", registry=CollectorRegistry()) as sdk:
+        assert sdk.video_features([clip], ["latte art"])[0].embedding.shape[-1] > 0
+    raw = grpcclient.InferenceServerClient(front_door.grpc_url)
+    with pytest.raises(InferenceServerException, match=c.PRIORITY_HEADER) as e:
+        raw.infer(c.VIDEO_FEATURES, _inputs(clip), headers={c.PRIORITY_HEADER: "urgent"})
+    raw.close()
+    assert str(e.value.status()) == "StatusCode.INVALID_ARGUMENT"
+
+
 def test_overload_sheds_and_recovers(front_door):
     from reelserve.client import RetryPolicy
     from reelserve.loadtests import overload, runner, stats
@@ -249,8 +285,10 @@ def test_a_replica_dies_under_load_and_no_caller_sees_it(front_door, clip, fault
         sdk.join(CALLER_TIMEOUT_S + 10)
     assert raw.errors == [], raw.errors
     assert set(sdk_outcomes) == {"ok"}, sdk_outcomes
-    assert front_door.supervisors[0].restarts[-1].reason.startswith(
-        "tritonserver exited" if fault == "tritonserver" else "python-backend stub of ocr died"
+    assert (
+        front_door.supervisors[0]
+        .restarts[-1]
+        .reason.startswith("tritonserver exited" if fault == "tritonserver" else "python-backend stub of ocr died")
     )
     assert all(s.is_running() for s in front_door.servers)
     assert front_door.states[0].serving and front_door.states[1].serving
