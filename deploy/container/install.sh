@@ -7,7 +7,7 @@
 #   install.sh os build      ... plus what the export and the tests need (CI: `os build`)
 #   install.sh python VENV serve|build [--editable]
 #                            a virtualenv at VENV with reelserve from this checkout: `serve` = the
-#                            serving extras only (no torch), `build` = export, tests and benches
+#                            serving extras and `labels publish` (no torch), `build` = export, tests and benches
 #                            (the CPU torch wheel first, pinned, so nothing pulls a CUDA build;
 #                            always editable); --editable: `serve` from the checkout in place
 #                            (the tests' copy of the image's environment), not a built wheel
@@ -55,8 +55,8 @@ python_env() {
   case "$kind" in
     serve)
       case "$editable" in
-        --editable) "${pip[@]}" install --quiet "$NUMPY" -e ".[serve,asr-runtime]" ;;
-        "") "${pip[@]}" install --quiet "$NUMPY" ".[serve,asr-runtime]" ;;
+        --editable) "${pip[@]}" install --quiet "$NUMPY" -e ".[serve,asr-runtime,labels]" ;;
+        "") "${pip[@]}" install --quiet "$NUMPY" ".[serve,asr-runtime,labels]" ;;
         *) echo "install.sh python VENV serve: --editable or nothing, not '$editable'" >&2; exit 2 ;;
       esac
       ;;
