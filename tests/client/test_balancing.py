@@ -100,11 +100,15 @@ def test_the_async_client_balances_too(two_servers):
 
     async def go() -> None:
         async with AsyncVideoFeaturesClient([a.grpc_url, b.grpc_url], registry=CollectorRegistry()) as sdk:
+            # A few calls first: a burst on a fresh channel all goes to the first server connected
+            # (round robin picks among the ready ones), which is gRPC's behaviour, not balancing.
+            for i in range(4):
+                await sdk.text_features([TEXTS[i % 3]])
             await asyncio.gather(*(sdk.text_features([TEXTS[i % 3]]) for i in range(30)))
 
     asyncio.run(go())
     counts = [successes(s) for s in two_servers]
-    assert sum(counts) == 30 and min(counts) >= 10, counts
+    assert sum(counts) == 34 and min(counts) >= 12, counts
 
 
 def _wait(condition, what: str, timeout_s: float = 120.0) -> None:
