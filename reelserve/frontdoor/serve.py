@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 
 from reelserve.triton.errors import ServerStartError
+from reelserve.triton.signals import stop_signals
 
 from .deployment import FrontDoorDeployment, ReplicaLayout
 
@@ -34,32 +33,27 @@ def _print_addresses(d: FrontDoorDeployment) -> None:
 def serve_front_door(layout: ReplicaLayout) -> int:
     """Start everything, print where it listens, wait for a signal; 1 once no replica can be restarted."""
     deployment = FrontDoorDeployment(layout, log=_say)
-    stop = threading.Event()
-
-    def _on_signal(signum: int, _frame: object) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    starting = True  # a signal now abandons the start (start() stops what it began)
+    with stop_signals(interrupt=lambda: starting) as stop:
         try:
-            deployment.start()
-        except KeyboardInterrupt:
-            _say("interrupted during startup; everything stopped")
+            try:
+                deployment.start()
+            except KeyboardInterrupt:
+                _say("interrupted during startup; everything stopped")
+                return 0
+            starting = False
+            _print_addresses(deployment)
+            while not stop.wait(0.5):
+                if deployment.all_failed():
+                    _say("reelserve serve: every replica is in a crash loop; stopping")
+                    return 1
+                if not deployment.nginx.is_running():
+                    _say(f"reelserve serve: nginx exited; {deployment.nginx.error_log}:\n{deployment.nginx.log_tail()}")
+                    return 1
+            print("stopping the front door and its replicas ...", flush=True)
             return 0
-        _print_addresses(deployment)
-        while not stop.wait(0.5):
-            if deployment.all_failed():
-                _say("reelserve serve: every replica is in a crash loop; stopping")
-                return 1
-            if not deployment.nginx.is_running():
-                _say(f"reelserve serve: nginx exited; {deployment.nginx.error_log}:\n{deployment.nginx.log_tail()}")
-                return 1
-        print("stopping the front door and its replicas ...", flush=True)
-        return 0
-    except ServerStartError as e:
-        _say(f"reelserve serve: {e}")
-        return 1
-    finally:
-        deployment.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        except ServerStartError as e:
+            _say(f"reelserve serve: {e}")
+            return 1
+        finally:
+            deployment.stop()

@@ -15,7 +15,6 @@ the main thread with signal handling around it; the fault tests run it in a thre
 
 from __future__ import annotations
 
-import signal
 import sys
 import threading
 import time
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 
 from .errors import ServerStartError
 from .server import TritonServer
+from .signals import stop_signals
 
 __all__ = ["Restart", "Supervisor", "serve"]
 
@@ -141,33 +141,24 @@ def serve(server: TritonServer) -> int:
     a model load can take minutes), 1 on a crash loop or a restart that fails; a first start that
     fails raises ServerStartError. Must be called from the main thread (signal handlers).
     """
-    stop = threading.Event()
     supervisor = Supervisor(server, log=_say)
-
-    def _on_signal(signum: int, _frame: object) -> None:
-        stop.set()
-        if supervisor.starting:  # interrupt a long model load; start() stops the half-started server
-            raise KeyboardInterrupt
-
-    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    # a signal during a (re)start interrupts the model load; start() stops the half-started server
+    with stop_signals(interrupt=lambda: supervisor.starting) as stop:
         try:
-            supervisor.start()
-        except KeyboardInterrupt:
-            _say("interrupted during startup; tritonserver stopped")
+            try:
+                supervisor.start()
+            except KeyboardInterrupt:
+                _say("interrupted during startup; tritonserver stopped")
+                return 0
+            _print_addresses(server)
+            try:
+                supervisor.run(stop)
+            except KeyboardInterrupt:
+                return 0
+            except ServerStartError as e:
+                _say(f"reelserve serve: {e}")
+                return 1
+            print("stopping tritonserver ...", flush=True)
             return 0
-        _print_addresses(server)
-        try:
-            supervisor.run(stop)
-        except KeyboardInterrupt:
-            return 0
-        except ServerStartError as e:
-            _say(f"reelserve serve: {e}")
-            return 1
-        print("stopping tritonserver ...", flush=True)
-        server.stop()
-        return 0
-    finally:
-        server.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        finally:
+            server.stop()
