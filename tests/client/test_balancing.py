@@ -1,5 +1,5 @@
-"""The SDK across two real tritonservers on loopback: calls spread over both, and one killed mid-load
-costs no call (each retried on the other within its deadline); sync and async clients."""
+"""The SDK across two real tritonservers on loopback: calls spread over both (sync and async clients),
+and one killed mid-load costs no call (each retried on the other within its deadline)."""
 
 from __future__ import annotations
 
@@ -27,18 +27,16 @@ TEXTS = ["a cat on a sofa", "un perro en la playa", "火箭发射"]
 DEADLINE_S = 30.0
 
 
-@pytest.fixture
-def two_servers(model_repository):
-    servers = [TritonServer(on_free_ports(DEFAULT.server, model_repository)) for _ in range(2)]
+@pytest.fixture(scope="module")
+def two_servers(tritonserver, model_repository):
+    """The session's server and one more; the tests below count each one's calls as deltas, and the
+    last one kills the second (never the session's, which other tests use)."""
+    second = TritonServer(on_free_ports(DEFAULT.server, model_repository))
     try:
-        for s in servers:
-            s.start(wait=False)  # both load at once
-        for s in servers:
-            s.wait_ready(models=[c.TEXT_FEATURES])
-        yield servers
+        second.start()
+        yield [tritonserver, second]
     finally:
-        for s in servers:
-            s.stop()
+        second.stop()
 
 
 def successes(server: TritonServer) -> int:
@@ -52,16 +50,35 @@ def successes(server: TritonServer) -> int:
 
 def test_calls_go_round_robin_over_both_servers(two_servers):
     a, b = two_servers
+    before = [successes(s) for s in two_servers]
     with VideoFeaturesClient([a.grpc_url, b.grpc_url], registry=CollectorRegistry()) as sdk:
         assert sdk.url == f"ipv4:{a.grpc_url},{b.grpc_url}"
         for i in range(40):
             sdk.text_features([TEXTS[i % len(TEXTS)]])
-    counts = [successes(s) for s in two_servers]
+    counts = [successes(s) - n for s, n in zip(two_servers, before, strict=True)]
     assert sum(counts) == 40
     assert min(counts) >= 15, f"calls per server {counts}: not balanced per call"
 
 
+def test_the_async_client_balances_too(two_servers):
+    a, b = two_servers
+    before = [successes(s) for s in two_servers]
+
+    async def go() -> None:
+        async with AsyncVideoFeaturesClient([a.grpc_url, b.grpc_url], registry=CollectorRegistry()) as sdk:
+            # A few calls first: a burst on a fresh channel all goes to the first server connected
+            # (round robin picks among the ready ones), which is gRPC's behaviour, not balancing.
+            for i in range(4):
+                await sdk.text_features([TEXTS[i % 3]])
+            await asyncio.gather(*(sdk.text_features([TEXTS[i % 3]]) for i in range(30)))
+
+    asyncio.run(go())
+    counts = [successes(s) - n for s, n in zip(two_servers, before, strict=True)]
+    assert sum(counts) == 34 and min(counts) >= 12, counts
+
+
 def test_a_server_killed_mid_load_costs_no_call(two_servers):
+    """Last in this module: it kills the second server."""
     a, b = two_servers
     outcomes: Counter = Counter()
     errors: list[str] = []
@@ -80,35 +97,24 @@ def test_a_server_killed_mid_load_costs_no_call(two_servers):
             with lock:
                 outcomes[outcome] += 1
 
+    def ok() -> int:
+        with lock:
+            return outcomes["ok"]
+
+    start = [successes(s) for s in two_servers]
     with VideoFeaturesClient([a.grpc_url, b.grpc_url], deadline_s=DEADLINE_S, registry=CollectorRegistry()) as sdk:
         threads = [threading.Thread(target=caller, args=(sdk,)) for _ in range(4)]
         for t in threads:
             t.start()
-        _wait(lambda: successes(a) >= 10 and successes(b) >= 10, "both servers answering")
-        os.kill(a.pid, signal.SIGKILL)  # mid-load: calls are in flight on it
-        at_kill = outcomes["ok"]
-        _wait(lambda: outcomes["ok"] >= at_kill + 40, "calls answered after the kill")
+        _wait(lambda: all(successes(s) - n >= 10 for s, n in zip(two_servers, start, strict=True)), "both answering")
+        os.kill(b.pid, signal.SIGKILL)  # mid-load: calls are in flight on it
+        at_kill, a_at_kill = ok(), successes(a)
+        _wait(lambda: ok() >= at_kill + 40, "calls answered after the kill")
         stop.set()
         for t in threads:
             t.join(DEADLINE_S + 10)
     assert errors == [], errors[:5]
-    assert successes(b) >= 40
-
-
-def test_the_async_client_balances_too(two_servers):
-    a, b = two_servers
-
-    async def go() -> None:
-        async with AsyncVideoFeaturesClient([a.grpc_url, b.grpc_url], registry=CollectorRegistry()) as sdk:
-            # A few calls first: a burst on a fresh channel all goes to the first server connected
-            # (round robin picks among the ready ones), which is gRPC's behaviour, not balancing.
-            for i in range(4):
-                await sdk.text_features([TEXTS[i % 3]])
-            await asyncio.gather(*(sdk.text_features([TEXTS[i % 3]]) for i in range(30)))
-
-    asyncio.run(go())
-    counts = [successes(s) for s in two_servers]
-    assert sum(counts) == 34 and min(counts) >= 12, counts
+    assert successes(a) - a_at_kill >= 40  # the survivor took them all
 
 
 def _wait(condition, what: str, timeout_s: float = 120.0) -> None:
