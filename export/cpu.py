@@ -157,7 +157,8 @@ def export_cpu(
         "heads ONNX",
         "repository",
     ]
-    bar = tqdm(total=len(stages), desc="export", unit="stage", disable=not progress)
+    # disable=None: a bar on a terminal only; a log file gets no carriage-return updates
+    bar = tqdm(total=len(stages), desc="export", unit="stage", disable=None if progress else True)
 
     def stage(name: str) -> Callable[[], None]:
         bar.set_postfix_str(name)

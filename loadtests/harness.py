@@ -59,7 +59,7 @@ def is_loopback(host: str) -> bool:
 def _progress(total: int | None, desc: str, enabled: bool):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="req", disable=not enabled, leave=False, file=sys.stderr)
+    return tqdm(total=total, desc=desc, unit="req", disable=None if enabled else True, leave=False, file=sys.stderr)
 
 
 async def run_plan(

@@ -167,7 +167,8 @@ def export_gpu(
     export_cpu(cpu_repository, cfg, progress=progress, log=log)  # python steps' artifacts (reused when current)
     graphs = encoder_graphs(cfg, load_efficientnet_lite0(), tower_spec(cfg.text.tower).load(), cpu_repository)
     steps = len(graphs) * len(precisions) * (1 if onnx_only else 2) + 1
-    bar = tqdm(total=steps, desc="export gpu", unit="step", disable=not progress)
+    # disable=None: a bar on a terminal only; a log file gets no carriage-return updates
+    bar = tqdm(total=steps, desc="export gpu", unit="step", disable=None if progress else True)
     engines: dict[str, Path] = {}
     for graph in graphs:
         with torch.no_grad():

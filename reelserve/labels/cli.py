@@ -37,7 +37,7 @@ def _client(args: argparse.Namespace):
 def _bar(total: int, desc: str, quiet: bool):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="item", disable=quiet)
+    return tqdm(total=total, desc=desc, unit="item", disable=True if quiet else None)  # None: bars only on a terminal
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
