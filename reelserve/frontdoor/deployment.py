@@ -3,9 +3,9 @@
 Ports: the public ones (`ServerConfig.grpc_port`, `http_port`) are nginx's and the metrics port
 serves the front door's own counters and every replica's Triton metrics (`replica_metrics`);
 replica k (1-based) takes each base port + 10k, and its relay listens on grpc_port + 10k + 5
-(defaults: replica 1 on 8011/8010/8012, relay 8016). Every
-replica serves the whole repository on loopback; TLS, when configured, ends at nginx. One
-supervisor thread per replica restarts it alone; while it is down the relay routes around it.
+(defaults: replica 1 on 8011/8010/8012, relay 8016). Every replica serves the whole repository
+on loopback; TLS, when configured, ends at nginx. One supervisor thread per replica restarts it
+alone; while it is down the relay routes around it.
 """
 
 from __future__ import annotations
