@@ -123,7 +123,9 @@ async def _capacity(server, model: str, item: tuple[bytes, str], ladder: dict) -
     work = WorkItem(f"narrated upload to {model}", model, videos=(item[0],), texts=(item[1],))
     target = ReelserveTarget(server.grpc_url, deadline_s=4 * slo_ms / 1000, retry=NO_RETRY, name=model)
     try:
-        result = await measure_system(target, work, slo_ms=slo_ms, metrics_url=server.metrics_url, **ladder)
+        result = await measure_system(
+            target, work, slo_ms=slo_ms, metrics_url=server.metrics_url, closed_loop=(1,), **ladder
+        )
     finally:
         await target.close()
     best = result.capacity
