@@ -241,10 +241,10 @@ def test_the_deployments_command_serves_and_answers_its_probes(model_repository,
             paths[mount["mountPath"]] = str(tmp_path / mount["name"])
             (tmp_path / mount["name"]).mkdir()
 
-    def here(value: str) -> str:
-        for inside, local in paths.items():
-            value = value.replace(inside, local)
-        return value
+    inside = re.compile("|".join(re.escape(p) for p in sorted(paths, key=len, reverse=True)))
+
+    def here(value: str) -> str:  # one pass: a mapped path is never mapped again (/tmp inside /tmp/...)
+        return inside.sub(lambda m: paths[m.group(0)], value)
 
     env = {
         k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH") and not k.startswith("REELSERVE")
