@@ -7,10 +7,10 @@
 #   install.sh os build      ... plus what the export and the tests need (CI: `os build`)
 #   install.sh python VENV serve|build [--editable]
 #                            a virtualenv at VENV with reelserve from this checkout: `serve` = the
-#                            serving extras and `labels publish` (no torch), `build` = export, tests and benches
-#                            (the CPU torch wheel first, pinned, so nothing pulls a CUDA build;
-#                            always editable); --editable: `serve` from the checkout in place
-#                            (the tests' copy of the image's environment), not a built wheel
+#                            serving extras and `labels publish` (no torch); `build` = export,
+#                            tests and benches, always editable (the CPU torch wheel first, pinned,
+#                            so nothing pulls a CUDA build); --editable: `serve` from the checkout
+#                            in place (the tests' copy of the image's environment), not a wheel
 # PYTHON: the interpreter that makes the virtualenv (default python3).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
