@@ -58,7 +58,7 @@ class InProcessPipeline:
 class InProcessTarget:
     """A load-test target (`targets.Target`) that runs the pipeline on `workers` threads."""
 
-    def __init__(self, repository: Path, *, workers: int = 8, name: str = "in-process ceiling") -> None:
+    def __init__(self, repository: Path, *, name: str, workers: int = 8) -> None:
         self.name = name
         self.pipeline = InProcessPipeline(repository)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="in-process")

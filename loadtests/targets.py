@@ -61,7 +61,7 @@ _HTTP_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 404: "NOT_FOUND
 class HttpJsonTarget:
     """The naive server's JSON-over-HTTP API (`loadtests/naive_server.py`)."""
 
-    def __init__(self, url: str, *, deadline_s: float, name: str = "naive torch eager") -> None:
+    def __init__(self, url: str, *, deadline_s: float, name: str) -> None:
         import aiohttp
 
         self.name, self.url, self.deadline_s = name, url.rstrip("/"), deadline_s

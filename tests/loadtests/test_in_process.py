@@ -39,7 +39,7 @@ def test_bad_input_is_refused_as_the_server_refuses_it(pipeline):
 
 def test_the_target_reports_statuses(model_repository):
     async def go() -> list[str]:
-        target = InProcessTarget(model_repository, workers=2)
+        target = InProcessTarget(model_repository, name="ceiling", workers=2)
         try:
             good = bench_item()
             bad = WorkItem("broken", c.VIDEO_FEATURES, videos=(b"not a video",), texts=("t",))
