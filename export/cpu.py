@@ -8,6 +8,7 @@ what is there.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import logging
 import shutil
@@ -44,6 +45,7 @@ from .fingerprint import export_fingerprint
 from .onnx_export import export_onnx
 from .parity import check_parity, parity_clips
 from .semantic_ids import assign_codes, codebook_stats, codebook_version, fit_residual_codebooks, reconstruction_error
+from .text_embedding import EmbeddingCache, default_cache_dir, embed_with_graph, file_digest
 
 MANIFEST = "reelserve-manifest.json"
 
@@ -55,6 +57,7 @@ class ExportReport:
     parity: dict[str, list[dict]] = field(default_factory=dict)
     semantic_ids: dict = field(default_factory=dict)
     reused: bool = False
+    embedding_cache_hits: int = 0  # text-vector sets read from the cache instead of embedded (this run)
 
 
 def reusable(root: Path, fingerprint: str) -> ExportReport | None:
@@ -128,10 +131,12 @@ def export_cpu(
     progress: bool = True,
     log: Callable[[str], None] = print,
     source_root: Path = REPO_ROOT,
+    embedding_cache: bool = True,
 ) -> ExportReport:
     """Write a complete CPU-target model repository into `root` (unless the one there is current).
 
-    `source_root` is the tree whose sources the fingerprint hashes (this one's by default).
+    `source_root` is the tree whose sources the fingerprint hashes (this one's by default);
+    `embedding_cache` False embeds every text again (a cold export's timing).
     """
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     logging.getLogger("torch._export").setLevel(logging.ERROR)
@@ -149,11 +154,11 @@ def export_cpu(
     h = cfg.heads
     stages = [
         "load weights",
+        "text ONNX",
         "class names",
         "semantic-ID corpus",
         "fit codebooks",
         "vision ONNX",
-        "text ONNX",
         "heads ONNX",
         "repository",
     ]
@@ -188,14 +193,46 @@ def export_cpu(
         assemble_whisper(cfg.asr.model, version_dirs[c.ASR] / WHISPER_DIR)
     done()
 
+    clip, clip_mask, titles = parity_clips(cfg)
+    ids, amask, _ = tokenizer.encode(titles)
+    ids_t, amask_t = torch.from_numpy(ids), torch.from_numpy(amask)
+
+    done = stage("text ONNX")
+    text_graph = version_dirs[c.TEXT_ENCODER] / "model.onnx"
+    tokens = [c.INPUT_IDS.name, c.ATTENTION_MASK.name]
+    token_axes = {name: {0: "batch", 1: "tokens"} for name in tokens}
+    export_onnx(
+        text, (ids_t, amask_t), text_graph, input_names=tokens, output_names=[c.TOKEN_STATES.name],
+        dynamic_axes=token_axes,
+    )  # fmt: skip
+    with torch.no_grad():
+        token_states = text(ids_t, amask_t)
+    feeds = {c.INPUT_IDS.name: ids_t, c.ATTENTION_MASK.name: amask_t}
+    report.parity[c.TEXT_ENCODER] = _ort_parity(text_graph, [token_states], feeds, [c.TOKEN_STATES.name])
+    done()
+
+    # Every text vector of the space through the graph that serves (ONNX Runtime, batched by length),
+    # cached under the graph's and the texts' digests: an export whose text side is unchanged
+    # (a heads or vision change) embeds nothing (export/text_embedding.py).
+    cache = EmbeddingCache(default_cache_dir() if embedding_cache else None)
+    text_side = [
+        file_digest(text_graph), file_digest(version_dirs[c.PREPROCESS] / TOKENIZER_FILE),
+        f"onnxruntime=={importlib.metadata.version('onnxruntime')}",
+    ]  # fmt: skip
+
+    def embed(texts: list[str], desc: str) -> torch.Tensor:
+        key = EmbeddingCache.key(text_side, texts)
+        run = lambda: embed_with_graph(text_graph, tokenizer, texts, desc=desc, progress=progress)  # noqa: E731
+        return torch.from_numpy(cache.get_or_compute(key, len(texts), run))
+
     done = stage("class names")
-    classes = imagenet_1k_classes()
-    class_embeddings = embed_texts(text, tokenizer, [h.class_prompt.format(name=k.name) for k in classes])
-    label_embeddings = embed_texts(text, tokenizer, list(h.labels))
+    class_embeddings = embed([h.class_prompt.format(name=k.name) for k in imagenet_1k_classes()], "class names")
+    label_embeddings = embed(list(h.labels), "labels")
     done()
 
     done = stage("semantic-ID corpus")
-    corpus = embed_texts(text, tokenizer, [h.class_prompt.format(name=k.name) for k in imagenet_21k_concepts()])
+    corpus = embed([h.class_prompt.format(name=k.name) for k in imagenet_21k_concepts()], "semantic-ID corpus")
+    report.embedding_cache_hits = cache.hits
     done()
 
     done = stage("fit codebooks")
@@ -225,10 +262,6 @@ def export_cpu(
         tag_temperature=h.tag_temperature,
     ).eval()
 
-    clip, clip_mask, titles = parity_clips(cfg)
-    ids, amask, _ = tokenizer.encode(titles)
-    ids_t, amask_t = torch.from_numpy(ids), torch.from_numpy(amask)
-
     done = stage("vision ONNX")
     real_frames = clip[clip_mask]  # [N, H, W, 3]
     path = version_dirs[c.VISION_ENCODER] / "model.onnx"
@@ -246,19 +279,6 @@ def export_cpu(
     report.parity[c.VISION_ENCODER] = _ort_parity(
         path, [frame_logits], {c.FRAMES.name: real_frames}, [c.FRAME_LOGITS.name]
     )
-    done()
-
-    done = stage("text ONNX")
-    path = version_dirs[c.TEXT_ENCODER] / "model.onnx"
-    tokens = [c.INPUT_IDS.name, c.ATTENTION_MASK.name]
-    token_axes = {name: {0: "batch", 1: "tokens"} for name in tokens}
-    export_onnx(
-        text, (ids_t, amask_t), path, input_names=tokens, output_names=[c.TOKEN_STATES.name], dynamic_axes=token_axes
-    )
-    with torch.no_grad():
-        token_states = text(ids_t, amask_t)
-    feeds = {c.INPUT_IDS.name: ids_t, c.ATTENTION_MASK.name: amask_t}
-    report.parity[c.TEXT_ENCODER] = _ort_parity(path, [token_states], feeds, [c.TOKEN_STATES.name])
     done()
 
     done = stage("heads ONNX")
@@ -301,6 +321,7 @@ def export_cpu(
     artifacts = sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file())
     manifest = {"reelserve": __version__, "target": "cpu", "artifacts": artifacts, **asdict(report)}
     manifest.pop("reused")
+    manifest.pop("embedding_cache_hits")
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
     _replace_generated(root, staging)
     done()

@@ -41,6 +41,7 @@ PACKAGES = (
     "torch",
     "onnx",
     "onnxscript",
+    "onnxruntime",  # embeds the class names and the corpus, quantizes the corpus graph
     "tokenizers",
 )
 

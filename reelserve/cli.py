@@ -84,7 +84,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     try:
         cfg = export_config(args)
-        report = export_cpu(args.out, cfg, force=args.force, progress=not args.quiet)
+        report = export_cpu(
+            args.out, cfg, force=args.force, progress=not args.quiet, embedding_cache=not args.no_embedding_cache
+        )
     except (ExportError, AsrModelError) as e:
         print(f"export failed: {e}", file=sys.stderr)
         return 1
@@ -105,7 +107,9 @@ def cmd_export(args: argparse.Namespace) -> int:
             f"semantic IDs {ids.get('version')} on {ids.get('corpus_size')} {ids.get('corpus')}: {levels}; "
             f"collision rate {stats.get('collision_rate')}, max {stats.get('max_items_per_code')} items per code"
         )
-        print(f"export took {sum(report.seconds.values()):.1f}s: {report.seconds}")
+        hits = report.embedding_cache_hits
+        cached = f", {hits} text-vector sets from the cache" if hits else ""
+        print(f"export took {sum(report.seconds.values()):.1f}s{cached}: {report.seconds}")
     print(f"model repository ready: {args.out}")
     return 0
 
@@ -204,6 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="cpu: the model repository (default: %(default)s); gpu: a folder for ONNX, engines and the GPU repository",
     )
     p.add_argument("--force", action="store_true", help="cpu: rebuild even if the repository is up to date")
+    p.add_argument(
+        "--no-embedding-cache",
+        action="store_true",
+        help="cpu: embed class names and the semantic-ID corpus again even if cached"
+        " ($REELSERVE_CACHE_DIR, default ~/.cache/reelserve; =off disables it)",
+    )
     p.add_argument(
         "--text-tower",
         choices=["e5", "minilm"],
