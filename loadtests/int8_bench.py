@@ -1,0 +1,180 @@
+"""int8 towers vs the served fp32 graphs: speed and parity, the evidence for serving fp32 on CPU.
+
+Text: the served fp32 text graph and its int8 twin (`export/quantize.py`), run as a step would run
+them, on real texts (every 40th ImageNet-21k concept name, the default bank's prompts, the demo
+titles): the text vector's and the item embedding's cosine to fp32 (the embedding is centred on the
+class-name mean, which removes the common component and so magnifies relative error), and what a
+recommender sees: semantic IDs (full code, level 1) and the default bank's top label agreement.
+Batch invariance: the same texts alone vs in batches of 16 (int8 scales activations per call).
+Speed: texts/s on short multilingual comments. Vision: static int8 (QDQ, per-channel, calibrated on
+frames of four demo clips) vs fp32 on the frames of the three others: logits cosine, top-1 agreement,
+frames/s. `SERVE_MIN_COSINE` is the bar a graph must clear to be served.
+
+Run: `python -m reelserve.loadtests.int8_bench` (also the `int8` row of `make bench`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from reelserve.config import DEFAULT
+from reelserve.spec import contract as c
+
+SERVE_MIN_COSINE = 0.995
+CONCEPT_STRIDE = 40  # every 40th concept name: ~550 texts
+BATCH = 16
+
+
+def _row(output: str, items: int, cos: np.ndarray | None = None, agree: np.ndarray | None = None) -> dict:
+    row: dict = {"output": output, "items": items}
+    if cos is not None:
+        row |= {"min_cosine": round(float(cos.min()), 6), "mean_cosine": round(float(cos.mean()), 6)}
+    if agree is not None:
+        row["agreement"] = round(float(np.mean(agree)), 4)
+    return row
+
+
+@torch.no_grad()
+def _text_only(heads, vectors: np.ndarray):
+    """The exported heads on text vectors: one 'token' per item, whose mean is the vector itself."""
+    n = len(vectors)
+    logits, frame_mask = torch.zeros(n, 1, heads.class_embeddings.shape[0]), torch.zeros(n, 1, dtype=torch.bool)
+    return heads(logits, frame_mask, torch.from_numpy(vectors).unsqueeze(1), torch.ones(n, 1, dtype=torch.int64))
+
+
+def _texts_per_s(graph: Path, tokenizer, texts: Sequence[str], batch: int) -> float:
+    """Texts/s of `graph` on `texts` in the given order, `batch` per call (session opened and warmed first)."""
+    from reelserve.serving.onnx_runtime import ort_session
+
+    session = ort_session(graph, threads=0)
+    calls = [tokenizer.encode(list(texts[i : i + batch]))[:2] for i in range(0, len(texts), batch)]
+    session.run(None, {c.INPUT_IDS.name: calls[0][0], c.ATTENTION_MASK.name: calls[0][1]})
+    start = time.perf_counter()
+    for ids, mask in calls:
+        session.run(None, {c.INPUT_IDS.name: ids, c.ATTENTION_MASK.name: mask})
+    return len(texts) / (time.perf_counter() - start)
+
+
+def text_rows(repository: Path, work: Path) -> tuple[list[dict], list[str]]:
+    """-> parity rows, speed lines."""
+    from reelserve.export.concepts import imagenet_21k_concepts
+    from reelserve.export.parity import cosine_rows
+    from reelserve.export.quantize import quantize_text_graph
+    from reelserve.export.text_embedding import embed_with_graph
+    from reelserve.models.heads import load_fusion_heads
+    from reelserve.samples import demo_videos
+    from reelserve.serving.text_tokenize import TextTokenizer
+
+    from .text_bench import comments
+
+    fp32_graph = repository / c.TEXT_ENCODER / "1" / "model.onnx"
+    int8_graph = quantize_text_graph(fp32_graph, work / "text_int8.onnx")
+    tokenizer = TextTokenizer.from_folder(repository / c.PREPROCESS / "1", DEFAULT.text)
+    heads, _ = load_fusion_heads(repository / c.FUSION_HEADS / "1")
+    h = DEFAULT.heads
+    concepts = [h.class_prompt.format(name=k.name) for k in imagenet_21k_concepts()[::CONCEPT_STRIDE]]
+    texts = [*concepts, *h.labels, *(v.title for v in demo_videos())]
+
+    fp32 = embed_with_graph(fp32_graph, tokenizer, texts, batch=BATCH)  # fp32 is batch-invariant
+    alone = embed_with_graph(int8_graph, tokenizer, texts, batch=1)
+    batched = embed_with_graph(int8_graph, tokenizer, texts, batch=BATCH)
+    ref, q, qb = (_text_only(heads, v) for v in (fp32, alone, batched))
+
+    def codes(out) -> np.ndarray:
+        return out.semantic_ids.numpy()
+
+    n = len(texts)
+    rows = [
+        _row("text vector", n, cos=cosine_rows(fp32, alone)),
+        _row("embedding (centred)", n, cos=cosine_rows(ref.embedding.numpy(), q.embedding.numpy())),
+        _row("semantic IDs, full code", n, agree=(codes(ref) == codes(q)).all(1)),
+        _row("semantic IDs, level 1", n, agree=codes(ref)[:, 0] == codes(q)[:, 0]),
+        _row("top label, default bank", n, agree=(ref.label_scores.argmax(1) == q.label_scores.argmax(1)).numpy()),
+        _row("int8 alone vs in a batch", n, cos=cosine_rows(q.embedding.numpy(), qb.embedding.numpy()),
+             agree=(codes(q) == codes(qb)).all(1)),
+    ]  # fmt: skip
+    short = comments(512)
+    speeds = {
+        f"fp32, {BATCH} per call": _texts_per_s(fp32_graph, tokenizer, short, BATCH),
+        "int8, alone (batch-invariant)": _texts_per_s(int8_graph, tokenizer, short, 1),
+        f"int8, {BATCH} per call": _texts_per_s(int8_graph, tokenizer, short, BATCH),
+    }
+    base = next(iter(speeds.values()))
+    lines = [f"text encoder on comments: {name} {tps:.0f} texts/s ({tps / base:.2f}x)" for name, tps in speeds.items()]
+    return rows, lines
+
+
+def vision_rows(repository: Path, work: Path) -> tuple[list[dict], list[str]]:
+    """-> parity rows, speed lines (static int8 of the vision graph)."""
+    from reelserve.export.parity import cosine_rows
+    from reelserve.export.quantize import quantize_vision_graph
+    from reelserve.samples import demo_videos
+    from reelserve.serving.onnx_runtime import ort_session
+    from reelserve.serving.video_decode import decode_clip
+
+    clips = [decode_clip(v.render(narrate=False)) for v in demo_videos()]
+    frames = [k.frames[k.mask] for k in clips]
+    calibration, test = np.concatenate(frames[:4]), np.concatenate(frames[4:])
+    fp32_graph = repository / c.VISION_ENCODER / "1" / "model.onnx"
+    feeds = ({c.FRAMES.name: calibration[i : i + 1]} for i in range(len(calibration)))
+    int8_graph = quantize_vision_graph(fp32_graph, work / "vision_int8.onnx", feeds)
+    logits, speeds = {}, {}
+    for name, graph in (("fp32", fp32_graph), ("int8 static", int8_graph)):
+        session = ort_session(graph, threads=0)
+        session.run(None, {c.FRAMES.name: test})  # warm-up
+        start = time.perf_counter()
+        logits[name] = session.run(None, {c.FRAMES.name: test})[0]
+        speeds[name] = len(test) / (time.perf_counter() - start)
+    ref, q = logits["fp32"], logits["int8 static"]
+    rows = [
+        _row("frame logits", len(test), cos=cosine_rows(ref, q)),
+        _row("top-1 class (the top tag)", len(test), agree=ref.argmax(1) == q.argmax(1)),
+    ]
+    base = speeds["fp32"]
+    lines = [f"vision encoder: {name} {fps:.0f} frames/s ({fps / base:.2f}x)" for name, fps in speeds.items()]
+    return rows, lines
+
+
+def format_rows(title: str, rows: list[dict]) -> list[str]:
+    lines = [f"{title:32s} {'items':>6s} {'min cos':>9s} {'mean cos':>9s} {'agree':>7s}"]
+    for r in rows:
+        cos = f"{r['min_cosine']:9.5f} {r['mean_cosine']:9.5f}" if "min_cosine" in r else " " * 19
+        agree = f"{r['agreement']:7.1%}" if "agreement" in r else ""
+        lines.append(f"{r['output']:32s} {r['items']:6d} {cos} {agree}".rstrip())
+    return lines
+
+
+def verdict(rows: list[dict]) -> str:
+    worst = min(r["min_cosine"] for r in rows if "min_cosine" in r and "alone vs" not in r["output"])
+    ok = worst >= SERVE_MIN_COSINE
+    return f"-> {'servable' if ok else 'not served'}: worst cosine to fp32 {worst:.4f} (bar {SERVE_MIN_COSINE})"
+
+
+def run(repository: Path) -> list[str]:
+    """Both towers; -> printable lines."""
+    with tempfile.TemporaryDirectory(prefix="reelserve-int8-") as tmp:
+        text, text_speed = text_rows(repository, Path(tmp))
+        vision, vision_speed = vision_rows(repository, Path(tmp))
+    return [
+        *format_rows("int8 text graph vs fp32", text), verdict(text), *text_speed,
+        *format_rows("int8 vision graph vs fp32", vision), verdict(vision), *vision_speed,
+    ]  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m reelserve.loadtests.int8_bench", description=__doc__.split("\n")[0])
+    p.add_argument("--model-repository", type=Path, default=DEFAULT.server.model_repository)
+    args = p.parse_args(argv)
+    print("\n".join(run(args.model_repository)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
