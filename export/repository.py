@@ -74,6 +74,7 @@ def step_config(spec: StepSpec, cfg: ReelserveConfig) -> str:
     params = _parameters(step_parameters(cfg, spec.sections))
     preferred = ", ".join(str(n) for n in spec.preferred_batch_sizes if n <= b.max_batch_size)
     runs_on = 'backend: "python"' if spec.python else f'platform: "{spec.platform}"'
+    cache = "response_cache { enable: true }\n" if spec.response_cache else ""
     return (
         f'name: "{spec.name}"\n{runs_on}\nmax_batch_size: {b.max_batch_size}\n'
         f"input [\n{_SEP.join(_port(p) for p in spec.inputs)}\n]\n"
@@ -81,6 +82,7 @@ def step_config(spec: StepSpec, cfg: ReelserveConfig) -> str:
         f"instance_group [ {{ count: {spec.instances} kind: {spec.kind} }} ]\n"
         f"dynamic_batching {{ {f'preferred_batch_size: [ {preferred} ] ' if preferred else ''}"
         f"max_queue_delay_microseconds: {spec.max_queue_delay_us}{_queue_policy(spec)} }}\n"
+        f"{cache}"
         f"{params}"
     )
 

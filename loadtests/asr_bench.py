@@ -84,13 +84,14 @@ def served(model_repository: Path, rounds: int, ladder: dict | None) -> tuple[di
     """Sequential latency of the narrated demo clips without and with ASR; capacity of each if `ladder`."""
     from reelserve.client import VideoFeaturesClient
     from reelserve.samples import demo_videos
-    from reelserve.triton.ports import on_free_ports
     from reelserve.triton.server import TritonServer
+
+    from .served import replay_server_config
 
     videos = [v for v in demo_videos() if v.narration]
     clips = [v.render() for v in videos]
     sequential, capacity = {}, {}
-    with TritonServer(on_free_ports(DEFAULT.server, Path(model_repository))) as server:
+    with TritonServer(replay_server_config(model_repository)) as server:
         server.wait_ready(models=[c.VIDEO_FEATURES, c.VIDEO_FEATURES_FULL])
         with VideoFeaturesClient(server.grpc_url, deadline_s=120.0) as client:
             for transcribe in (False, True):

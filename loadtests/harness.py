@@ -254,11 +254,12 @@ def main(argv: list[str] | None = None, args: argparse.Namespace | None = None) 
         url, metrics_url = args.url, args.metrics_url
         if url is None:
             from reelserve.triton.errors import ServerStartError
-            from reelserve.triton.ports import on_free_ports
             from reelserve.triton.server import TritonServer
 
+            from .served import replay_server_config
+
             try:
-                server = stack.enter_context(TritonServer(on_free_ports(DEFAULT.server, args.model_repository)))
+                server = stack.enter_context(TritonServer(replay_server_config(args.model_repository)))
                 server.wait_ready(models=[c.VIDEO_FEATURES, c.TEXT_FEATURES])
             except ServerStartError as e:
                 print(f"reelserve loadtest: {e}", file=sys.stderr)

@@ -103,8 +103,9 @@ def served(model_repository: Path, rounds: int = 6) -> dict[str, dict]:
     from reelserve.client import VideoFeaturesClient
     from reelserve.samples import demo_videos
     from reelserve.spec import contract as c
-    from reelserve.triton.ports import on_free_ports
     from reelserve.triton.server import TritonServer
+
+    from .served import replay_server_config
 
     videos = demo_videos()
     clips = [v.render() for v in videos]
@@ -115,7 +116,7 @@ def served(model_repository: Path, rounds: int = 6) -> dict[str, dict]:
             "OCR off": ocr_off_repository(Path(model_repository), Path(tmp)),
         }
         for name, repo in repos.items():
-            with TritonServer(on_free_ports(DEFAULT.server, repo)) as server:
+            with TritonServer(replay_server_config(repo)) as server:
                 server.wait_ready(models=[c.VIDEO_FEATURES])
                 with VideoFeaturesClient(server.grpc_url) as client:
                     for v, clip in zip(videos, clips, strict=True):  # warm-up

@@ -106,10 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from reelserve.client import RetryPolicy
     from reelserve.triton.errors import ServerStartError
-    from reelserve.triton.ports import on_free_ports
     from reelserve.triton.server import TritonServer
 
     from .harness import warm_up
+    from .served import replay_server_config
     from .targets import ReelserveTarget
 
     args = build_parser().parse_args(argv)
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"rendering the request mix ({', '.join(args.mix)}) ...", file=sys.stderr)
     mix = build_mix(args.mix)
     try:
-        server = TritonServer(on_free_ports(DEFAULT.server, args.model_repository)).start()
+        server = TritonServer(replay_server_config(args.model_repository)).start()
         server.wait_ready(models=[c.VIDEO_FEATURES, c.TEXT_FEATURES])
     except ServerStartError as e:
         print(f"soak: {e}", file=sys.stderr)

@@ -74,12 +74,13 @@ def run(model_repository: Path, *, batch: int = 16, callers: int = 2, seconds: f
 
     from reelserve.client import VideoFeaturesClient
     from reelserve.spec import contract as c
-    from reelserve.triton.ports import on_free_ports
     from reelserve.triton.server import TritonServer
+
+    from .served import replay_server_config
 
     texts = comments(4096)
     rows = {}
-    with TritonServer(on_free_ports(DEFAULT.server, model_repository)) as server:
+    with TritonServer(replay_server_config(model_repository)) as server:
         server.wait_ready(models=[c.TEXT_FEATURES])
         with VideoFeaturesClient(server.grpc_url) as client:
             closed_loop(client.text_features, texts, batch, callers, 3.0)  # warm-up

@@ -34,6 +34,14 @@ SUMMARIES = {
 
 Scrape = dict[str, dict[str, float]]  # model -> key -> value (summed over versions and reasons)
 
+# Triton's response cache, per model (present once the server runs with --cache-config; microseconds)
+CACHE_COUNTERS = {
+    "hits": "nv_cache_num_hits_per_model",
+    "misses": "nv_cache_num_misses_per_model",
+    "hit_us": "nv_cache_hit_duration_per_model",
+    "miss_us": "nv_cache_miss_duration_per_model",
+}
+
 
 def parse(text: str) -> tuple[Scrape, dict[str, dict[str, dict[str, float]]]]:
     """Counters per model, and summary quantiles per model (`{model: {"request": {"0.99": us}}}`)."""
@@ -54,9 +62,26 @@ def parse(text: str) -> tuple[Scrape, dict[str, dict[str, dict[str, float]]]]:
     return dict(counters), {m: dict(q) for m, q in quantiles.items()}
 
 
-def scrape(metrics_url: str, timeout_s: float = 5.0) -> tuple[Scrape, dict]:
+def parse_cache(text: str) -> Scrape:
+    """Response-cache counters per model that uses the cache (`CACHE_COUNTERS` keys)."""
+    by_name = {v: k for k, v in CACHE_COUNTERS.items()}
+    counters: Scrape = defaultdict(lambda: dict.fromkeys(CACHE_COUNTERS, 0.0))
+    for family in text_string_to_metric_families(text):
+        if family.name not in by_name:
+            continue
+        for s in family.samples:
+            if "model" in s.labels and s.name in (family.name, family.name + "_total"):
+                counters[s.labels["model"]][by_name[family.name]] += s.value
+    return dict(counters)
+
+
+def scrape_text(metrics_url: str, timeout_s: float = 5.0) -> str:
     with urllib.request.urlopen(metrics_url, timeout=timeout_s) as response:  # noqa: S310 (loopback URL we built)
-        return parse(response.read().decode())
+        return response.read().decode()
+
+
+def scrape(metrics_url: str, timeout_s: float = 5.0) -> tuple[Scrape, dict]:
+    return parse(scrape_text(metrics_url, timeout_s))
 
 
 def step_breakdown(before: Scrape, after: Scrape, quantiles: dict | None = None) -> dict[str, dict[str, float]]:

@@ -26,6 +26,12 @@ def _server_args(p: argparse.ArgumentParser) -> None:
         default=LABEL_BANKS_DIR,
         help="label-bank store the server reads, published to by `reelserve labels publish` (default: %(default)s)",
     )
+    p.add_argument(
+        "--response-cache-mib",
+        type=_non_negative,
+        default=s.response_cache_mib,
+        help="Triton response cache for vision, OCR and text steps, MiB; 0 turns it off (default: %(default)s)",
+    )
 
 
 def _access_args(p: argparse.ArgumentParser) -> None:
@@ -39,6 +45,7 @@ def _access_args(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace) -> ReelserveConfig:
+    s = DEFAULT.server
     server = replace(
         DEFAULT.server,
         model_repository=args.model_repository,
@@ -48,6 +55,7 @@ def _config(args: argparse.Namespace) -> ReelserveConfig:
         metrics_port=args.metrics_port,
         log_file=args.log_file,
         label_banks=getattr(args, "label_banks", None),
+        response_cache_mib=getattr(args, "response_cache_mib", s.response_cache_mib),
         api_key=getattr(args, "api_key", None) or None,
         tls_cert=getattr(args, "tls_cert", None),
         tls_key=getattr(args, "tls_key", None),

@@ -205,6 +205,10 @@ class ServerConfig:
     label_banks: Path | None = None
     ready_timeout_s: float = 120.0
     python_shm_bytes: int = 64 * 1024 * 1024
+    # Triton's response cache (local, per tritonserver) for the steps that may use it
+    # (`topology.CACHED_STEPS`): a re-uploaded video skips its vision, OCR and text compute.
+    # ~100-300 KiB per upload; 0 turns it off (docs/decisions.md, "Response cache").
+    response_cache_mib: int = 256
     # Access. With an API key every gRPC/HTTP protocol but health and metadata (the probes) needs
     # the header `x-api-key: KEY` (Triton's restricted protocols). TLS is gRPC's (Triton's HTTP
     # has none). Model control stays off either way (`--model-control-mode=none`).

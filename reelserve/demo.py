@@ -57,8 +57,13 @@ def run_demo(cfg: ReelserveConfig, *, rounds: int = 10, repository: Path | None 
         server.wait_ready(models=list(c.ALWAYS_SERVED))
         print(f"tritonserver ready in {time.perf_counter() - start:.2f}s at {server.grpc_url} (log {server.log_path})")
         with VideoFeaturesClient(server.grpc_url) as client:
-            features = [client.video_features([clip], [v.title])[0] for v, clip in zip(videos, clips, strict=True)]
-            latencies = []
+            client.text_features(["warm-up"])
+            features, uploads = [], []
+            for v, clip in zip(videos, clips, strict=True):
+                t0 = time.perf_counter()
+                features.append(client.video_features([clip], [v.title])[0])
+                uploads.append(time.perf_counter() - t0)
+            latencies = []  # re-uploads: vision, OCR and text come from the response cache when it is on
             for _ in range(rounds):
                 for v, clip in zip(videos, clips, strict=True):
                     t0 = time.perf_counter()
@@ -80,6 +85,7 @@ def run_demo(cfg: ReelserveConfig, *, rounds: int = 10, repository: Path | None 
                 for label, clip in few_shot_videos()[1].items()
             }
 
+    cached = ", response cache on" if server_cfg.response_cache_mib > 0 else ", response cache off"
     print()
     for v, f in zip(videos, features, strict=True):
         tags = ", ".join(f"{t} {s:.2f}" for t, s in f.tags[:3])
@@ -118,7 +124,9 @@ def run_demo(cfg: ReelserveConfig, *, rounds: int = 10, repository: Path | None 
             f"entropy {f.label_entropy:.2f}, margin {f.label_margin:.2f}; learned from examples only)"
         )
     print(
-        f"\nvideo_features latency over {len(latencies)} sequential calls: "
-        f"p50 {percentile_ms(latencies, 50):.1f} ms, p99 {percentile_ms(latencies, 99):.1f} ms"
+        f"\nvideo_features latency, sequential: first uploads ({len(uploads)} calls) "
+        f"p50 {percentile_ms(uploads, 50):.1f} ms, max {max(uploads) * 1000:.1f} ms; "
+        f"re-uploads ({len(latencies)} calls{cached}) p50 {percentile_ms(latencies, 50):.1f} ms, "
+        f"p99 {percentile_ms(latencies, 99):.1f} ms"
     )
     return 0

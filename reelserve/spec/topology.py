@@ -19,6 +19,11 @@ from . import contract as c
 TARGETS = ("cpu", "gpu")
 GPU_ENGINES = (c.VISION_ENCODER, c.TEXT_ENCODER)  # TensorRT plans on the GPU target; the rest stay python
 ENTRY_STEP = c.PREPROCESS  # the first step of every ensemble: where a bounded queue sheds load
+# Steps whose answer is a function of their inputs and the repository alone: Triton's response
+# cache may answer a re-upload's frames and tokens for them. Not `preprocess` (it pins the label
+# bank's current version), `fusion_heads` (scores that version) or `asr` (it stops at a wall-clock
+# cap under load: a cut transcript must not stick). docs/decisions.md, "Response cache".
+CACHED_STEPS = (c.VISION_ENCODER, c.OCR, c.TEXT_ENCODER)
 
 # The config sections (fields of `ReelserveConfig`) each python step reads, in its config.pbtxt.
 STEP_SECTIONS: dict[str, tuple[str, ...]] = {
@@ -52,6 +57,7 @@ class StepSpec:
     preferred_batch_sizes: tuple[int, ...] = ()
     queue_timeout_us: int = 0  # Triton's default_queue_policy (BatchingConfig); 0: none
     max_queue_size: int = 0
+    response_cache: bool = False  # CACHED_STEPS; the server's cache size is ServerConfig.response_cache_mib
 
     @property
     def python(self) -> bool:
@@ -158,6 +164,7 @@ def step_specs(cfg: ReelserveConfig, target: str = "cpu") -> list[StepSpec]:
             # breaks its ensemble (measured, docs/decisions.md "Deadlines and bounded queues").
             queue_timeout_us=b.queue_timeout_us if name == ENTRY_STEP else 0,
             max_queue_size=b.max_queue_size if name == ENTRY_STEP else 0,
+            response_cache=name in CACHED_STEPS,
         )
         for name, (inputs, outputs) in _STEP_IO.items()
         if name != c.ASR or asr_served(cfg)
@@ -183,6 +190,7 @@ def _as_tensorrt(spec: StepSpec, cfg: ReelserveConfig) -> StepSpec:
         preferred_batch_sizes=g.preferred_batch_sizes,
         queue_timeout_us=spec.queue_timeout_us,
         max_queue_size=spec.max_queue_size,
+        response_cache=spec.response_cache,
     )
 
 

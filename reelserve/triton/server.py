@@ -160,6 +160,7 @@ class TritonServer:
             f"--backend-config=python,shm-default-byte-size={shm}",
             f"--backend-config=python,shm-growth-byte-size={growth}",
             *access_args(cfg),
+            *([f"--cache-config=local,size={cfg.response_cache_mib << 20}"] if cfg.response_cache_mib > 0 else []),
         ]
         return args + list(self.extra_args)
 

@@ -13,7 +13,7 @@ from reelserve.export import repository
 from reelserve.export.repository import inside, read_config, read_step_settings, write_repository
 from reelserve.spec import contract as c
 from reelserve.spec.settings import step_parameters
-from reelserve.spec.topology import StepSpec, ensemble_specs, step_specs
+from reelserve.spec.topology import CACHED_STEPS, StepSpec, ensemble_specs, step_specs
 
 STEPS = [c.PREPROCESS, c.VISION_ENCODER, c.OCR, c.ASR, c.TEXT_ENCODER, c.FUSION_HEADS]
 ENSEMBLES = [c.VIDEO_FEATURES, c.TEXT_FEATURES, c.VIDEO_FEATURES_FULL]
@@ -219,12 +219,28 @@ def _every_setting_changed() -> ReelserveConfig:
     """DEFAULT with every value that crosses into a step changed, so a dropped or defaulted one shows."""
     return replace(
         DEFAULT,
-        video=replace(DEFAULT.video, num_frames=5, image_size=192, max_video_bytes=1 << 20, max_decoded_frames=99,
-                      max_source_pixels=1 << 16, max_decode_seconds=2.5),  # fmt: skip
+        video=replace(
+            DEFAULT.video,
+            num_frames=5,
+            image_size=192,
+            max_video_bytes=1 << 20,
+            max_decoded_frames=99,
+            max_source_pixels=1 << 16,
+            max_decode_seconds=2.5,
+        ),  # fmt: skip
         text=replace(DEFAULT.text, tower="minilm", max_tokens=64, max_text_bytes=4096, pad_tokens_to=32),
         ocr=replace(DEFAULT.ocr, frames=3, max_side=480, min_score=0.75, max_chars=99, ort_threads=1),
-        asr=replace(DEFAULT.asr, model="tiny-en", max_seconds=12.5, beam_size=2, max_new_tokens=64, max_wall_s=3.0,
-                    vad=False, compute_type="int8_float32", cpu_threads=1),  # fmt: skip
+        asr=replace(
+            DEFAULT.asr,
+            model="tiny-en",
+            max_seconds=12.5,
+            beam_size=2,
+            max_new_tokens=64,
+            max_wall_s=3.0,
+            vad=False,
+            compute_type="int8_float32",
+            cpu_threads=1,
+        ),  # fmt: skip
         encoder=replace(DEFAULT.encoder, ort_threads=2, max_frames_per_run=16),
     )
 
@@ -258,3 +274,18 @@ def test_only_the_entry_step_has_a_queue_policy(configs) -> None:
             assert policy.max_queue_size == b.max_queue_size > 0
         else:
             assert not batching.HasField("default_queue_policy"), name
+
+
+def test_only_bank_independent_steps_use_the_response_cache(configs) -> None:
+    """A cached preprocess or fusion_heads would answer with the label bank of the first upload."""
+    for name in STEPS:
+        assert configs[name].response_cache.enable == (name in CACHED_STEPS), name
+    for name in ENSEMBLES:
+        assert not configs[name].response_cache.enable, name
+    assert set(CACHED_STEPS) == {c.VISION_ENCODER, c.OCR, c.TEXT_ENCODER}
+
+
+@pytest.mark.parametrize("target", ["cpu", "gpu"])
+def test_the_gpu_engines_keep_the_response_cache(target: str) -> None:
+    cached = {s.name for s in step_specs(DEFAULT, target) if s.response_cache}
+    assert cached == set(CACHED_STEPS) & {s.name for s in step_specs(DEFAULT, target)}

@@ -119,6 +119,25 @@ def test_publish_is_served_within_seconds_without_a_restart(client, server, stor
     assert server.pid == pid and server.is_running()
 
 
+def test_a_re_upload_is_answered_from_the_cache_with_the_bank_current_now(client, server, store) -> None:
+    """The response cache covers vision, OCR and text; the label bank is read and scored on every call."""
+    from reelserve.loadtests.triton_metrics import parse_cache, scrape_text
+
+    clip = SampleVideo("coffee", "", "coffee", "zoom", "h264").render(**SMALL)
+    publish(client, _text_bank("fresh", "a cat", "a rocket"), store)
+    _wait_for_version(client, "fresh", "fresh/1")
+    (first,) = client.video_features([clip], ["my morning coffee"], label_bank="fresh")
+    hits = parse_cache(scrape_text(server.metrics_url))[c.VISION_ENCODER]["hits"]
+    publish(client, _text_bank("fresh", "a cat", "a rocket", "a cup of coffee"), store)
+    _wait_for_version(client, "fresh", "fresh/2")
+    (again,) = client.video_features([clip], ["my morning coffee"], label_bank="fresh")
+    assert parse_cache(scrape_text(server.metrics_url))[c.VISION_ENCODER]["hits"] == hits + 1
+    assert (first.label_bank_version, again.label_bank_version) == ("fresh/1", "fresh/2")
+    assert list(again.label_scores) == ["a cat", "a rocket", "a cup of coffee"] and again.top_label == "a cup of coffee"
+    np.testing.assert_array_equal(first.embedding, again.embedding)
+    assert first.semantic_ids == again.semantic_ids
+
+
 def test_two_banks_side_by_side(client, store) -> None:
     publish(client, _text_bank("animals", "a cat", "a dog", "a horse"), store)
     publish(client, _text_bank("drinks", "coffee", "tea", "beer", "orange juice"), store)

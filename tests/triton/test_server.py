@@ -171,6 +171,8 @@ def test_command_line_binds_every_endpoint_to_the_configured_host(tmp_path: Path
         assert f"--{flag}-port={getattr(cfg, f'{flag}_port')}" in cmd
     assert "--disable-auto-complete-config" in cmd and "--exit-on-error=true" in cmd
     assert f"--backend-config=python,shm-default-byte-size={cfg.python_shm_bytes}" in cmd
+    assert f"--cache-config=local,size={cfg.response_cache_mib * 1024 * 1024}" in cmd
+    assert not any(a.startswith("--cache-config") for a in TritonServer(replace(cfg, response_cache_mib=0)).command())
     assert cmd[-1] == "--log-info=true"
     env = server.child_env()
     assert env["PATH"].split(os.pathsep)[0] == str(Path(sys.prefix) / "bin")
