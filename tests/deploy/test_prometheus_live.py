@@ -95,7 +95,7 @@ def finite(base: str, promql: str) -> list[dict]:
 
 def test_slo_rules_produce_series_from_real_scrapes(prometheus, tritonserver) -> None:
     base, registry = prometheus
-    clip = SampleVideo("cat", "my cat", "chelsea").render(seconds=0.5)
+    cat = SampleVideo("cat", "my cat", "chelsea")
     availability_q = 'reelserve:availability_errors:ratio_rate5m{model="video_features"}'
     slow_q = 'reelserve:latency_slow:ratio_rate5m{model="video_features"}'
     with VideoFeaturesClient(tritonserver.grpc_url, registry=registry) as client:
@@ -103,8 +103,8 @@ def test_slo_rules_produce_series_from_real_scrapes(prometheus, tritonserver) ->
         # Prometheus's first scrape of a new target can come seconds after it is ready.
         wait_for(base, 'sum(up{job=~"tritonserver|reelserve-client"}) == 2')
         # One good and one refused call per second until the SLIs have data (at least 6 rounds).
-        for round_ in range(40):
-            client.video_features([clip], ["my cat"])
+        for round_ in range(40):  # a new upload each round: a repeat would be answered from the response cache
+            client.video_features([cat.render(seconds=0.5, seed=round_)], [f"my cat, day {round_}"])
             with pytest.raises(InvalidArgumentError):
                 client.video_features([malformed_videos()["random_bytes"]], ["bad"])
             if round_ >= 5 and finite(base, availability_q) and finite(base, slow_q):
@@ -117,6 +117,10 @@ def test_slo_rules_produce_series_from_real_scrapes(prometheus, tritonserver) ->
         # half the calls were refused (not "ok within 250 ms"), so at least that share is counted
         assert 0.4 <= float(slow[0]["value"][1]) <= 1.0, slow
         steps = {r["metric"]["model"] for r in wait_for(base, "reelserve:step_request_p99:us > 0")}  # NaN: idle step
-        assert {"video_features", "preprocess", "vision_encoder", "text_encoder", "fusion_heads"} <= steps, steps
+        assert {"video_features", "preprocess", "fusion_heads"} <= steps, steps
+        # Triton 2.51 keeps no request-time summary for a model with the response cache on
+        # (docs/metrics.md); their queue and compute summaries are there
+        computing = {r["metric"]["model"] for r in wait_for(base, "reelserve:step_compute_p99:us > 0")}
+        assert {"preprocess", "vision_encoder", "ocr", "text_encoder", "fusion_heads"} <= computing, computing
         up = {r["metric"]["job"]: r["value"][1] for r in query(base, "up")}
         assert up == {"tritonserver": "1", "reelserve-client": "1"}, up
