@@ -25,12 +25,12 @@ from tqdm.auto import tqdm
 
 from reelserve import __version__
 from reelserve.config import REPO_ROOT, ReelserveConfig
-from reelserve.kernels import l2_normalize, masked_mean_pool
 from reelserve.labels.prototypes import DEFAULT_TEMPERATURE
 from reelserve.labels.store import DEFAULT_BANK, EXPORTED_BANK_DIR, EXPORTED_VERSION, Bank, write_version_files
 from reelserve.models.bert_encoder import TextTower
 from reelserve.models.heads import FusionHeads, save_heads
 from reelserve.models.text_towers import TOKENIZER_FILE, TOWER_FILE, tower_spec
+from reelserve.models.text_vector import TextVector
 from reelserve.models.vision_tower import load_efficientnet_lite0
 from reelserve.serving.asr import WHISPER_DIR
 from reelserve.serving.onnx_runtime import ort_session
@@ -75,14 +75,14 @@ def reusable(root: Path, fingerprint: str) -> ExportReport | None:
 
 @torch.no_grad()
 def embed_texts(tower: TextTower, tokenizer: TextTokenizer, texts: Sequence[str], batch: int = 256) -> torch.Tensor:
-    """Sentence embeddings as the text tower defines them: masked mean of token states, unit norm."""
+    """Sentence embeddings in PyTorch (`TextVector`): the reference of what the text graph serves."""
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths share a batch: less padding
     out = torch.empty(len(texts), tower.cfg.hidden)
+    vector = TextVector(tower)
     for i in range(0, len(texts), batch):
         rows = order[i : i + batch]
         ids, mask, _ = tokenizer.encode([texts[r] for r in rows])
-        ids_t, mask_t = torch.from_numpy(ids), torch.from_numpy(mask)
-        out[rows] = l2_normalize(masked_mean_pool(tower(ids_t, mask_t), mask_t > 0))
+        out[rows] = vector(torch.from_numpy(ids), torch.from_numpy(mask))
     return out
 
 
@@ -113,8 +113,8 @@ class _HeadsAsTuple(torch.nn.Module):
         super().__init__()
         self.heads = heads
 
-    def forward(self, frame_logits, frame_mask, token_states, attention_mask):
-        o = self.heads(frame_logits, frame_mask, token_states, attention_mask)
+    def forward(self, frame_logits, frame_mask, text_vector):
+        o = self.heads(frame_logits, frame_mask, text_vector)
         return o.embedding, o.tag_ids, o.tag_scores, o.tag_entropy, o.semantic_ids
 
 
@@ -179,7 +179,7 @@ def export_cpu(
     if asr_served(cfg):
         require_packages(cfg.asr.model)  # a missing Whisper package fails before any work, naming it
     spec = tower_spec(cfg.text.tower)
-    vision, text = load_efficientnet_lite0(), spec.load()
+    vision, text = load_efficientnet_lite0(), TextVector(spec.load())
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.staging-", dir=root.parent))
     version_dirs = {d.parent.name: d for d in repository.write_steps(staging, cfg)}  # ensembles: once the heads exist
@@ -202,13 +202,13 @@ def export_cpu(
     tokens = [c.INPUT_IDS.name, c.ATTENTION_MASK.name]
     token_axes = {name: {0: "batch", 1: "tokens"} for name in tokens}
     export_onnx(
-        text, (ids_t, amask_t), text_graph, input_names=tokens, output_names=[c.TOKEN_STATES.name],
+        text, (ids_t, amask_t), text_graph, input_names=tokens, output_names=[c.TEXT_VECTOR.name],
         dynamic_axes=token_axes,
     )  # fmt: skip
     with torch.no_grad():
-        token_states = text(ids_t, amask_t)
+        text_vectors = text(ids_t, amask_t)
     feeds = {c.INPUT_IDS.name: ids_t, c.ATTENTION_MASK.name: amask_t}
-    report.parity[c.TEXT_ENCODER] = _ort_parity(text_graph, [token_states], feeds, [c.TOKEN_STATES.name])
+    report.parity[c.TEXT_ENCODER] = _ort_parity(text_graph, [text_vectors], feeds, [c.TEXT_VECTOR.name])
     done()
 
     # Every text vector of the space through the graph that serves (ONNX Runtime, batched by length),
@@ -285,10 +285,11 @@ def export_cpu(
     b, t = clip_mask.shape
     logits_bt = torch.zeros(b, t, frame_logits.shape[-1])
     logits_bt[clip_mask] = frame_logits
-    heads_args = (logits_bt, clip_mask, token_states, amask_t)
+    heads_args = (logits_bt, clip_mask, text_vectors)
     path = version_dirs[c.FUSION_HEADS] / "model.onnx"
-    names = [c.FRAME_LOGITS.name, c.FRAME_MASK.name, c.TOKEN_STATES.name, c.ATTENTION_MASK.name]
-    axes = {name: {0: "batch", 1: "frames" if i < 2 else "tokens"} for i, name in enumerate(names)}
+    names = [c.FRAME_LOGITS.name, c.FRAME_MASK.name, c.TEXT_VECTOR.name]
+    axes = {c.FRAME_LOGITS.name: {0: "batch", 1: "frames"}, c.FRAME_MASK.name: {0: "batch", 1: "frames"}}
+    axes[c.TEXT_VECTOR.name] = {0: "batch"}
     export_onnx(
         _HeadsAsTuple(heads), heads_args, path, input_names=names, output_names=HEADS_GRAPH_OUTPUTS, dynamic_axes=axes
     )

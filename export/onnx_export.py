@@ -1,6 +1,6 @@
 """torch -> ONNX with the dynamo exporter, for both targets (the GPU one adds its plugin nodes).
 
-Tensors are named for what they are (`frames`, `input_ids`, `token_states`, ...) so the names
+Tensors are named for what they are (`frames`, `input_ids`, `text_vector`, ...) so the names
 in `config.pbtxt` are the contract's, never exporter-generated.
 """
 

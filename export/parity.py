@@ -53,7 +53,7 @@ def check_parity(
 ) -> list[Parity]:
     """`got` (from `runtime`) vs the PyTorch `reference`, per output; raises ExportError below MIN_COSINE.
 
-    `step` prefixes the output's name in errors (`text_encoder.token_states`) where one report
+    `step` prefixes the output's name in errors (`text_encoder.text_vector`) where one report
     holds several graphs.
     """
     report = []

@@ -1,9 +1,9 @@
 """Texts -> unit vectors through an exported text graph in ONNX Runtime, cached by content.
 
 The export embeds 1k class names and 21k concept names (the semantic-ID corpus) with the graph
-that serves them: the masked mean of token states, unit norm, as the text tower defines a sentence
-vector (`reelserve.kernels` holds the PyTorch reference of both ops). Texts are sorted by token
-count so a batch pads little (10% faster than by characters on the corpus; docs/benchmarks.md, "Export").
+that serves them (`models.text_vector.TextVector`: token states pooled over the real tokens, unit
+norm). Texts are sorted by token count so a batch pads little (10% faster than by characters on
+the corpus; docs/decisions.md, "The export embeds text through the served ONNX graph").
 
 `EmbeddingCache` keeps those vectors under a key of everything they depend on (the graph's bytes,
 the tokenizer's, the texts), so an export whose text side did not change does not embed again.
@@ -28,13 +28,6 @@ BATCH = 64
 CACHE_ENV = "REELSERVE_CACHE_DIR"  # where cached vectors live; "off" disables the cache
 
 
-def mean_pool_normalize(states: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """[B, L, E] token states, [B, L] mask -> [B, E] unit vectors (float32)."""
-    m = (mask > 0)[..., None].astype(np.float32)
-    pooled = (states * m).sum(1) / np.maximum(m.sum(1), 1.0)
-    return (pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)).astype(np.float32)
-
-
 def embed_with_graph(
     graph: Path,
     tokenizer: TextTokenizer,
@@ -57,8 +50,7 @@ def embed_with_graph(
         rows = order[start : start + batch]
         width = max(int(lengths[rows].max()), 1)
         feeds = {c.INPUT_IDS.name: ids[rows, :width], c.ATTENTION_MASK.name: mask[rows, :width]}
-        (states,) = session.run([c.TOKEN_STATES.name], feeds)
-        vectors = mean_pool_normalize(states, feeds[c.ATTENTION_MASK.name])
+        (vectors,) = session.run([c.TEXT_VECTOR.name], feeds)
         if out is None:
             out = np.empty((len(texts), vectors.shape[1]), np.float32)
         out[rows] = vectors

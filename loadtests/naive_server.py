@@ -111,9 +111,9 @@ class NaivePipeline:
         if not bool(mask.any()):
             raise InvalidInputError(c.TEXT.name, "item 0 is empty; text_features needs text")
         with torch.inference_mode():
-            states = self.model.text(ids, mask)
+            vector = self.model.text(ids, mask)
             logits = torch.zeros(1, 1, len(self.tag_names))
-            out = self.model.heads(logits, torch.zeros(1, 1, dtype=torch.bool), states, mask)
+            out = self.model.heads(logits, torch.zeros(1, 1, dtype=torch.bool), vector)
         return self._common(out, truncated)
 
     def warm_up(self) -> None:

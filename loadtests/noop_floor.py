@@ -2,7 +2,7 @@
 
 Same ensembles, step names, config.pbtxt (batching, instances, parameters) and wiring as the real
 repository, and each step answers with tensors of the real names, dtypes and shapes (224x224
-frames, [T, 1000] logits, [L, 384] token states, the heads' outputs), but does no decoding and
+frames, [T, 1000] logits, [384] text vectors, the heads' outputs), but does no decoding and
 no model compute. What is left when it is served is what reelserve pays for serving itself:
 gRPC, ensemble scheduling, dynamic batching and the python backend's IPC of the same tensor
 bytes. Outputs are zeros (the embedding a fixed unit vector) from buffers allocated once.
@@ -30,7 +30,7 @@ from reelserve.loadtests.noop_floor import NoopStepModel as TritonPythonModel  #
 '''
 HEADS_FILE = "noop_heads.json"  # the fusion step's output sizes, from the config, next to its model.py
 NUM_CLASSES = 1000  # EfficientNet-Lite0's ImageNet-1k logits
-HIDDEN = 384  # the text towers' token states and the embedding (multilingual-e5-small and MiniLM alike)
+HIDDEN = 384  # the text towers' vectors and the embedding (multilingual-e5-small and MiniLM alike)
 TITLE_TOKENS = 12  # a short title, special tokens and prefix included
 TEXT_FRAME_HW = (640, 360)  # whole frames handed to OCR: a 360p portrait clip
 NOOP_BANK_VERSION = b"default/0"
@@ -164,20 +164,14 @@ class NoopAsrStep(_NoopReaderStep):
 class NoopTextEncoderStep(Step):
     name = c.TEXT_ENCODER
 
-    """Zero token states [L, hidden] per item, L = the request's token count."""
+    """A zero text vector [hidden] per item."""
 
     def __init__(self, settings: Mapping[str, object], version_dir: Path) -> None:
         super().__init__(settings, version_dir)
-        self.states: dict[int, _Rows] = {}  # by L
+        self.vector = _Rows(np.zeros(HIDDEN, np.float32))
 
     def run(self, requests: Sequence[Mapping[str, np.ndarray | None]]) -> list[Result]:
-        results: list[Result] = []
-        for r in requests:
-            rows, length = r[c.INPUT_IDS.name].shape
-            if length not in self.states:
-                self.states[length] = _Rows(np.zeros((length, HIDDEN), np.float32))
-            results.append({c.TOKEN_STATES.name: self.states[length](rows)})
-        return results
+        return [{c.TEXT_VECTOR.name: self.vector(r[c.INPUT_IDS.name].shape[0])} for r in requests]
 
 
 class NoopFusionHeadsStep(Step):
@@ -207,7 +201,7 @@ class NoopFusionHeadsStep(Step):
     def run(self, requests: Sequence[Mapping[str, np.ndarray | None]]) -> list[Result]:
         results: list[Result] = []
         for r in requests:
-            rows = _rows_of(r, c.TOKEN_STATES.name)
+            rows = _rows_of(r, c.TEXT_VECTOR.name)
             results.append(
                 {
                     c.EMBEDDING.name: self.embedding(rows),

@@ -87,12 +87,10 @@ class FusionHeads(nn.Module):
         self,
         frame_logits: torch.Tensor,  # [B, T, classes]
         frame_mask: torch.Tensor,  # [B, T] bool
-        token_states: torch.Tensor,  # [B, L, E]
-        attention_mask: torch.Tensor,  # [B, L] int64
+        text_vector: torch.Tensor,  # [B, E] unit norm, or zero for no text (`TextVector`)
     ) -> HeadsOutput:
         has_video = frame_mask.any(dim=-1, keepdim=True).float()  # [B, 1]
-        token_mask = attention_mask > 0
-        has_text = token_mask.any(dim=-1, keepdim=True).float()
+        has_text = (text_vector.abs().amax(dim=-1, keepdim=True) > 0).float()
 
         frame_probs = torch.softmax(frame_logits / self.tag_temperature, dim=-1)
         clip_probs = masked_mean_pool(frame_probs, frame_mask)  # [B, classes]
@@ -101,7 +99,7 @@ class FusionHeads(nn.Module):
         tag_entropy = -plogp.sum(dim=-1, keepdim=True) / math.log(clip_probs.shape[-1])  # text only: 0
 
         video = self.video_vector(clip_probs) * has_video
-        text = self.centred(l2_normalize(masked_mean_pool(token_states, token_mask))) * has_text
+        text = self.centred(text_vector) * has_text
         # video_weight mixes the two only when both exist; a lone modality is the embedding by itself
         w_video = has_video * (self.video_weight * has_text + (1 - has_text))
         w_text = has_text * ((1 - self.video_weight) * has_video + (1 - has_video))

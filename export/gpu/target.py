@@ -35,6 +35,7 @@ from reelserve.config import ReelserveConfig
 from reelserve.labels.store import EXPORTED_BANK_DIR
 from reelserve.models.bert_encoder import TextTower
 from reelserve.models.text_towers import TOKENIZER_FILE, TOWER_FILE, tower_spec
+from reelserve.models.text_vector import TextVector
 from reelserve.models.vision_tower import VisionTower, load_efficientnet_lite0
 from reelserve.serving.asr import WHISPER_DIR
 from reelserve.serving.text_tokenize import TextTokenizer
@@ -64,14 +65,14 @@ class VisionEncoderGraph(nn.Module):
 
 
 class TextEncoderGraph(nn.Module):
-    """The GPU text step: token states out in fp32, whatever the engine's precision."""
+    """The GPU text step: attention and the masked mean pool as our plugins, a unit vector out in fp32."""
 
     def __init__(self, tower: TextTower) -> None:
         super().__init__()
-        self.tower = tower
+        self.vector = TextVector(tower)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.tower(input_ids, attention_mask).float()
+        return self.vector(input_ids, attention_mask).float()
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ def encoder_graphs(
             TextEncoderGraph(text),
             (torch.from_numpy(ids), torch.from_numpy(amask)),
             [c.INPUT_IDS.name, c.ATTENTION_MASK.name],
-            [c.TOKEN_STATES.name],
+            [c.TEXT_VECTOR.name],
             {c.INPUT_IDS.name: token_axes, c.ATTENTION_MASK.name: token_axes},
             {name: ((1, 1), (opt, n), (top, n)) for name in (c.INPUT_IDS.name, c.ATTENTION_MASK.name)},
         ),

@@ -336,7 +336,7 @@ class AsrStep(Step):
 
 
 class TextEncoderStep(Step):
-    """Pads the requests' token rows to the longest one and runs them in one ONNX call."""
+    """Pads the requests' token rows to the longest one and runs them in one ONNX call: one unit vector per text."""
 
     name = c.TEXT_ENCODER
 
@@ -348,13 +348,13 @@ class TextEncoderStep(Step):
         ids = [np.asarray(r[c.INPUT_IDS.name], dtype=np.int64) for r in requests]
         masks = [np.asarray(r[c.ATTENTION_MASK.name], dtype=np.int64) for r in requests]
         length = max(a.shape[1] for a in ids)
-        states = self.session.run(
+        vectors = self.session.run(
             None, {c.INPUT_IDS.name: pad_axis1(ids, length), c.ATTENTION_MASK.name: pad_axis1(masks, length)}
         )[0]
         results: list[Result] = []
         row = 0
         for a in ids:
-            results.append({c.TOKEN_STATES.name: states[row : row + a.shape[0], : a.shape[1]]})
+            results.append({c.TEXT_VECTOR.name: vectors[row : row + a.shape[0]]})
             row += a.shape[0]
         return results
 
@@ -391,25 +391,22 @@ class FusionHeadsStep(Step):
         }
 
     def run(self, requests: Sequence[Mapping[str, np.ndarray | None]]) -> list[Result]:
-        states = [np.asarray(r[c.TOKEN_STATES.name], dtype=np.float32) for r in requests]
-        tmasks = [np.asarray(r[c.ATTENTION_MASK.name], dtype=np.int64) for r in requests]
+        vectors = [np.asarray(r[c.TEXT_VECTOR.name], dtype=np.float32) for r in requests]
         logits, fmasks = [], []
-        for r, s in zip(requests, states, strict=True):
+        for r, s in zip(requests, vectors, strict=True):
             if r.get(c.FRAME_LOGITS.name) is None:  # text_features: no video at all
                 logits.append(np.zeros((s.shape[0], 1, self.num_classes), np.float32))
                 fmasks.append(np.zeros((s.shape[0], 1), bool))
             else:
                 logits.append(np.asarray(r[c.FRAME_LOGITS.name], dtype=np.float32))
                 fmasks.append(np.asarray(r[c.FRAME_MASK.name], dtype=bool))
-        length = max(a.shape[1] for a in states)
         frames = max(a.shape[1] for a in logits)
         outputs = self.session.run(
             None,
             {
                 c.FRAME_LOGITS.name: pad_axis1(logits, frames),
                 c.FRAME_MASK.name: pad_axis1(fmasks, frames),
-                c.TOKEN_STATES.name: pad_axis1(states, length),
-                c.ATTENTION_MASK.name: pad_axis1(tmasks, length),
+                c.TEXT_VECTOR.name: np.concatenate(vectors),
             },
         )
         names = [o.name for o in self.session.get_outputs()]

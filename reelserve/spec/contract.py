@@ -80,7 +80,7 @@ INPUT_IDS = Tensor("input_ids", "TYPE_INT64", (-1,))  # [L]
 ATTENTION_MASK = Tensor("attention_mask", "TYPE_INT64", (-1,))  # [L], 1 = real token
 TEXT_TRUNCATED = Tensor("text_truncated", "TYPE_BOOL", (1,))
 FRAME_LOGITS = Tensor("frame_logits", "TYPE_FP32", (-1, -1))  # [T, classes]
-TOKEN_STATES = Tensor("token_states", "TYPE_FP32", (-1, -1))  # [L, hidden]
+TEXT_VECTOR = Tensor("text_vector", "TYPE_FP32", (-1,))  # [hidden] pooled tokens, unit norm; zero = no text
 TAG_IDS = Tensor("tag_ids", "TYPE_INT64", (-1,))  # inside the heads graph; the step maps them to `tags`
 LABEL_OUTPUTS = (LABEL_NAMES, LABEL_SCORES, LABEL_PROBS, LABEL_ENTROPY, LABEL_MARGIN)  # scored against the bank
 FUSION_HEADS_OUTPUTS = (  # what the fusion_heads step serves

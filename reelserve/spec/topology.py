@@ -134,10 +134,11 @@ _STEP_IO: dict[str, tuple[tuple[Port, ...], tuple[c.Tensor, ...]]] = {
         (c.ASR_TEXT, c.ASR_LANGUAGE, c.INPUT_IDS, c.ATTENTION_MASK),
     ),
     c.VISION_ENCODER: (_ports(c.FRAMES, c.FRAME_MASK), (c.FRAME_LOGITS,)),
-    c.TEXT_ENCODER: (_ports(c.INPUT_IDS, c.ATTENTION_MASK, ragged=True), (c.TOKEN_STATES,)),
+    c.TEXT_ENCODER: (_ports(c.INPUT_IDS, c.ATTENTION_MASK, ragged=True), (c.TEXT_VECTOR,)),
     c.FUSION_HEADS: (
         (
-            *_ports(_optional(c.FRAME_LOGITS), _optional(c.FRAME_MASK), c.TOKEN_STATES, c.ATTENTION_MASK, ragged=True),
+            *_ports(_optional(c.FRAME_LOGITS), _optional(c.FRAME_MASK), ragged=True),
+            Port(c.TEXT_VECTOR),
             Port(c.LABEL_BANK_VERSION),
         ),
         c.FUSION_HEADS_OUTPUTS,  # frames absent: text_features
@@ -209,7 +210,7 @@ def ensemble_specs(cfg: ReelserveConfig) -> list[EnsembleSpec]:
     """
     tokens = _names(c.INPUT_IDS, c.ATTENTION_MASK)
     text_frames = _names(c.TEXT_FRAMES, c.TEXT_FRAME_SIZES)
-    text_encoder = Call(c.TEXT_ENCODER, tokens, _names(c.TOKEN_STATES))
+    text_encoder = Call(c.TEXT_ENCODER, tokens, _names(c.TEXT_VECTOR))
     pinned = (c.TEXT_TRUNCATED.name, c.LABEL_BANK_VERSION.name)
     scored = _names(c.EMBEDDING, *c.LABEL_OUTPUTS)
 
@@ -232,7 +233,7 @@ def ensemble_specs(cfg: ReelserveConfig) -> list[EnsembleSpec]:
                 text_encoder,
                 Call(
                     c.FUSION_HEADS,
-                    _names(c.FRAME_LOGITS, c.FRAME_MASK, c.TOKEN_STATES, c.ATTENTION_MASK, c.LABEL_BANK_VERSION),
+                    _names(c.FRAME_LOGITS, c.FRAME_MASK, c.TEXT_VECTOR, c.LABEL_BANK_VERSION),
                     _names(*c.FUSION_HEADS_OUTPUTS),
                 ),
             ),
@@ -249,7 +250,7 @@ def ensemble_specs(cfg: ReelserveConfig) -> list[EnsembleSpec]:
             (
                 Call(c.PREPROCESS, _names(c.TEXT, c.LABEL_BANK), (*tokens, *pinned)),
                 text_encoder,
-                Call(c.FUSION_HEADS, _names(c.TOKEN_STATES, c.ATTENTION_MASK, c.LABEL_BANK_VERSION), scored),
+                Call(c.FUSION_HEADS, _names(c.TEXT_VECTOR, c.LABEL_BANK_VERSION), scored),
             ),
         ),
     ]

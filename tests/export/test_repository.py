@@ -71,7 +71,7 @@ def test_step_tensors_are_the_contract(configs) -> None:
         assert params == step_parameters(DEFAULT, spec.sections)
     fusion = {i.name: i for i in configs[c.FUSION_HEADS].input}
     assert fusion[c.FRAME_LOGITS.name].optional and fusion[c.FRAME_MASK.name].optional
-    assert not fusion[c.TOKEN_STATES.name].optional
+    assert not fusion[c.TEXT_VECTOR.name].optional
 
 
 def test_ensemble_tensors_are_the_contract(configs) -> None:

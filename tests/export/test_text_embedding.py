@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from reelserve.config import DEFAULT
 from reelserve.export.text_embedding import (
@@ -15,9 +14,7 @@ from reelserve.export.text_embedding import (
     default_cache_dir,
     embed_with_graph,
     file_digest,
-    mean_pool_normalize,
 )
-from reelserve.kernels import l2_normalize, masked_mean_pool
 from reelserve.spec import contract as c
 
 TEXTS = [
@@ -28,14 +25,6 @@ TEXTS = [
     "Астронавт на орбите",
     "a",
 ]
-
-
-def test_mean_pool_normalize_is_the_kernels_reference() -> None:
-    rng = np.random.default_rng(0)
-    states = rng.normal(size=(3, 5, 8)).astype(np.float32)
-    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]], np.int64)
-    want = l2_normalize(masked_mean_pool(torch.from_numpy(states), torch.from_numpy(mask) > 0)).numpy()
-    np.testing.assert_allclose(mean_pool_normalize(states, mask), want, atol=1e-6)
 
 
 def test_served_graph_vectors_equal_pytorch_in_any_batch(model_repository: Path) -> None:

@@ -73,11 +73,11 @@ def test_steps_produce_the_real_names_dtypes_and_shapes(noop_repository: Path) -
 
     logits = _run(c.VISION_ENCODER, Path("."), pre)[c.FRAME_LOGITS.name]
     assert logits.shape == (2, 8, NUM_CLASSES) and logits.dtype == np.float32
-    states = _run(c.TEXT_ENCODER, Path("."), pre)[c.TOKEN_STATES.name]
-    assert states.shape == (2, ids.shape[1], HIDDEN) and states.dtype == np.float32
+    vectors = _run(c.TEXT_ENCODER, Path("."), pre)[c.TEXT_VECTOR.name]
+    assert vectors.shape == (2, HIDDEN) and vectors.dtype == np.float32
 
     heads_dir = noop_repository / c.FUSION_HEADS / "1"
-    out = _run(c.FUSION_HEADS, heads_dir, {c.TOKEN_STATES.name: states, c.ATTENTION_MASK.name: mask})
+    out = _run(c.FUSION_HEADS, heads_dir, {c.TEXT_VECTOR.name: vectors})
     np.testing.assert_allclose(np.linalg.norm(out[c.EMBEDDING.name], axis=1), 1.0)
     assert out[c.TAGS.name].shape == out[c.TAG_SCORES.name].shape == (2, DEFAULT.heads.top_k_tags)
     labels = len(DEFAULT.heads.labels)

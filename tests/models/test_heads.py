@@ -9,7 +9,7 @@ import torch
 from reelserve.models.heads import FusionHeads, load_fusion_heads, save_heads
 
 CLASSES, E, LABELS, LEVELS, K = 20, 16, 5, 3, 8
-T, L = 6, 9
+T = 6
 TOP_K, TOP_T, VIDEO_WEIGHT = 4, 5, 0.3
 
 
@@ -41,17 +41,15 @@ def _heads(t: dict[str, np.ndarray], *, video_weight: float = VIDEO_WEIGHT, temp
 
 @pytest.fixture(scope="module")
 def batch() -> dict[str, np.ndarray]:
-    """4 items: both (2 padded frames, 3 padded tokens), video only, text only, both (no padding)."""
+    """4 items: both (2 padded frames), video only (zero text vector), text only, both (no padding)."""
     rng = np.random.default_rng(1)
     logits = (rng.normal(size=(4, T, CLASSES)) * 3).astype(np.float32)
-    states = rng.normal(size=(4, L, E)).astype(np.float32)
+    vectors = _unit(rng.normal(size=(4, E))).astype(np.float32)  # what the text step sends: unit norm...
+    vectors[1] = 0.0  # ...or zero for no text
     fmask = np.ones((4, T), bool)
     fmask[0, 4:] = False
     fmask[2] = False
-    amask = np.ones((4, L), np.int64)
-    amask[0, 6:] = 0
-    amask[1] = 0
-    return {"logits": logits, "fmask": fmask, "states": states, "amask": amask}
+    return {"logits": logits, "fmask": fmask, "vectors": vectors}
 
 
 def _run(heads: FusionHeads, b: dict[str, np.ndarray]):
@@ -59,8 +57,7 @@ def _run(heads: FusionHeads, b: dict[str, np.ndarray]):
         return heads(
             torch.from_numpy(b["logits"]),
             torch.from_numpy(b["fmask"]),
-            torch.from_numpy(b["states"]),
-            torch.from_numpy(b["amask"]),
+            torch.from_numpy(b["vectors"]),
         )
 
 
@@ -83,8 +80,8 @@ def _expected(
         top = np.argsort(-clip)[:TOP_T]
         mixed = (clip[top, None] / clip[top].sum() * classes[top]).sum(0) if probs else np.zeros(E)
         video = _unit(_unit(mixed) - center) if probs else None
-        tokens = np.flatnonzero(b["amask"][i])
-        text = _unit(_unit(b["states"][i, tokens].astype(np.float64).mean(0)) - center) if len(tokens) else None
+        vector = b["vectors"][i].astype(np.float64)
+        text = _unit(vector - center) if np.any(vector) else None
         if video is not None and text is not None:
             emb = _unit(video_weight * video + (1 - video_weight) * text)
         else:
@@ -177,7 +174,6 @@ def test_padding_does_not_matter(tensors, batch) -> None:
     rng = np.random.default_rng(7)
     noisy = {k: v.copy() for k, v in batch.items()}
     noisy["logits"][~batch["fmask"]] = rng.choice([-1e6, 1e6], size=noisy["logits"][~batch["fmask"]].shape)
-    noisy["states"][batch["amask"] == 0] = rng.normal(size=noisy["states"][batch["amask"] == 0].shape) * 1e6
     other = _run(heads, noisy)
     for name in ("embedding", "tag_ids", "tag_scores", "label_scores", "semantic_ids"):
         torch.testing.assert_close(

@@ -127,12 +127,18 @@ def test_text_ragged_batching(text_encoder, preprocess) -> None:
     lengths = [r[c.INPUT_IDS.name].shape[1] for r in requests]
     assert len(set(lengths)) == 3, f"want different token lengths, got {lengths}"
     feeds = [{k: r[k] for k in (c.INPUT_IDS.name, c.ATTENTION_MASK.name)} for r in requests]
-    together = [_ok(r)[c.TOKEN_STATES.name] for r in text_encoder.run(feeds)]
+    together = [_ok(r)[c.TEXT_VECTOR.name] for r in text_encoder.run(feeds)]
     for i, (req, got) in enumerate(zip(feeds, together, strict=True)):
-        want = _ok(text_encoder.run([req])[0])[c.TOKEN_STATES.name]
-        assert got.shape == (*req[c.INPUT_IDS.name].shape, 384), f"request {i}: {got.shape}"
-        real = req[c.ATTENTION_MASK.name] > 0
-        np.testing.assert_allclose(got[real], want[real], atol=1e-5, rtol=1e-5, err_msg=f"request {i}")
+        want = _ok(text_encoder.run([req])[0])[c.TEXT_VECTOR.name]
+        assert got.shape == (req[c.INPUT_IDS.name].shape[0], 384), f"request {i}: {got.shape}"
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5, err_msg=f"request {i}")  # padding is pooled out
+        np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+
+
+def test_text_with_no_tokens_is_the_zero_vector(text_encoder) -> None:
+    """An empty title (video_features) has no tokens; the heads read the zero vector as "no text"."""
+    empty = {c.INPUT_IDS.name: np.zeros((1, 2), np.int64), c.ATTENTION_MASK.name: np.zeros((1, 2), np.int64)}
+    np.testing.assert_array_equal(_ok(text_encoder.run([empty])[0])[c.TEXT_VECTOR.name], 0.0)
 
 
 # --- fusion_heads -----------------------------------------------------------------------------
@@ -140,10 +146,9 @@ def test_text_ragged_batching(text_encoder, preprocess) -> None:
 
 def _heads_input(preprocess, text_encoder, *texts: str) -> dict[str, np.ndarray]:
     tok = _texts(preprocess, *texts)
-    states = _ok(text_encoder.run([{k: tok[k] for k in (c.INPUT_IDS.name, c.ATTENTION_MASK.name)}])[0])
+    vector = _ok(text_encoder.run([{k: tok[k] for k in (c.INPUT_IDS.name, c.ATTENTION_MASK.name)}])[0])
     return {
-        c.TOKEN_STATES.name: states[c.TOKEN_STATES.name],
-        c.ATTENTION_MASK.name: tok[c.ATTENTION_MASK.name],
+        c.TEXT_VECTOR.name: vector[c.TEXT_VECTOR.name],
         c.LABEL_BANK_VERSION.name: tok[c.LABEL_BANK_VERSION.name],  # pinned by preprocess
     }
 
@@ -168,8 +173,7 @@ def test_heads_text_features_path_equals_text_only(heads, preprocess, text_encod
         want = torch_heads(
             torch.zeros(1, 1, 1000),
             torch.zeros(1, 1, dtype=torch.bool),
-            torch.from_numpy(text[c.TOKEN_STATES.name]),
-            torch.from_numpy(text[c.ATTENTION_MASK.name]),
+            torch.from_numpy(text[c.TEXT_VECTOR.name]),
         )
     np.testing.assert_allclose(got_none[c.EMBEDDING.name], want.embedding.numpy(), atol=1e-5)
     # the exported default bank (`default/0`) scores as the PyTorch heads' label bank does
