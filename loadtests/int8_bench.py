@@ -43,10 +43,10 @@ def _row(output: str, items: int, cos: np.ndarray | None = None, agree: np.ndarr
 
 @torch.no_grad()
 def _text_only(heads, vectors: np.ndarray):
-    """The exported heads on text vectors: one 'token' per item, whose mean is the vector itself."""
+    """The exported heads on text vectors, as `text_features` runs them (no frames)."""
     n = len(vectors)
     logits, frame_mask = torch.zeros(n, 1, heads.class_embeddings.shape[0]), torch.zeros(n, 1, dtype=torch.bool)
-    return heads(logits, frame_mask, torch.from_numpy(vectors).unsqueeze(1), torch.ones(n, 1, dtype=torch.int64))
+    return heads(logits, frame_mask, torch.from_numpy(vectors))
 
 
 def _texts_per_s(graph: Path, tokenizer, texts: Sequence[str], batch: int) -> float:
