@@ -153,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--uploads", type=int, default=40, help="calls in all (default %(default)s)")
     p.add_argument("--duplicate-share", type=float, default=DUPLICATE_SHARE, help="default %(default)s")
     args = p.parse_args(argv)
+    try:
+        upload_order(args.uploads, args.duplicate_share)
+    except ValueError as e:
+        p.error(str(e))
     print("\n".join(run(args.model_repository, uploads=args.uploads, duplicate_share=args.duplicate_share)))
     return 0
 

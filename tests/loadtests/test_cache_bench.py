@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from reelserve.loadtests import triton_metrics
-from reelserve.loadtests.cache_bench import cache_deltas, run, upload_order
+from reelserve.loadtests.cache_bench import cache_deltas, main, run, upload_order
 from reelserve.spec import contract as c
 
 pytestmark = pytest.mark.integration
@@ -24,6 +24,12 @@ def test_upload_order_repeats_only_what_was_uploaded_before() -> None:
     assert upload_order(5, 0.0) == [0, 1, 2, 3, 4]
     with pytest.raises(ValueError, match="duplicate_share"):
         upload_order(10, 1.0)
+
+
+def test_the_command_refuses_a_share_that_leaves_nothing_to_repeat(capsys) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["--uploads", "10", "--duplicate-share", "1.0"])
+    assert e.value.code == 2 and "duplicate_share must be in [0, 1)" in capsys.readouterr().err
 
 
 def test_cache_counters_are_read_per_model_and_differenced() -> None:
