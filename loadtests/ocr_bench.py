@@ -3,9 +3,12 @@
 Per frame: the `ocr` step's reader (PP-OCRv4 through `rapidocr-onnxruntime`, our settings) on
 frames of the sizes it gets after `preprocess` caps them (longer side <= `OcrConfig.max_side`,
 640 by default; 960 shown for comparison), with two printed lines and with none, and whether it
-read both lines (spaces aside). Served: the same repository twice, as exported and as its twin
-with `ocr.frames = 0` written by the generator (`repository.write_twin`: artifacts linked, not
-copied), sequential calls of the demo clips. Run: `python -m reelserve.loadtests.ocr_bench`.
+read both lines (spaces aside). Per clip: the demo clips' OCR frames read frame by frame through
+the package's own pipeline vs read together as the `ocr` step does (a step call of 1 or 4 clips),
+alternated round by round, and whether both read the same text. Served: the same repository
+twice, as exported and as its twin with `ocr.frames = 0` written by the generator
+(`repository.write_twin`: artifacts linked, not copied), sequential calls of the demo clips.
+Run: `python -m reelserve.loadtests.ocr_bench`.
 """
 
 from __future__ import annotations
@@ -93,6 +96,44 @@ def max_side_sweep(
     return rows
 
 
+def demo_clip_frames(cfg: ReelserveConfig = DEFAULT) -> list[list[np.ndarray]]:
+    """The whole frames `preprocess` hands the `ocr` step for each demo clip."""
+    from reelserve.samples import demo_videos
+    from reelserve.serving.video_decode import TextFrames, decode_clip
+
+    text = TextFrames(cfg.ocr.frames, cfg.ocr.max_side)
+    return [decode_clip(v.render(), cfg.video, text).text_frames for v in demo_videos()]
+
+
+def together_vs_alone(clips_per_call: tuple[int, ...] = (1, 4), rounds: int = 8, reader=None) -> list[dict]:
+    """ms per clip: frame by frame (the package's pipeline) vs every frame of a step call at once."""
+    from reelserve.serving.ocr import merge_lines
+
+    reader = reader or _reader()
+    clips = demo_clip_frames()
+    max_chars = DEFAULT.ocr.max_chars
+
+    def alone(calls: list[list[list[np.ndarray]]]) -> list[str]:
+        return [merge_lines([reader.read_alone(f) for f in frames], max_chars) for call in calls for frames in call]
+
+    def together(calls: list[list[list[np.ndarray]]]) -> list[str]:
+        return [text for call in calls for text in reader.read_clips(call, max_chars)]
+
+    rows = []
+    for size in clips_per_call:
+        calls = [clips[i : i + size] for i in range(0, len(clips), size)]
+        same = alone(calls) == together(calls)  # also the warm-up of both
+        times: dict[str, list[float]] = {"alone": [], "together": []}
+        for _ in range(rounds):  # alternated, so a slow moment of a shared machine hits both
+            for name, read in (("alone", alone), ("together", together)):
+                start = time.perf_counter()
+                read(calls)
+                times[name].append((time.perf_counter() - start) / len(clips))
+        a, t = (statistics.median(times[k]) * 1000 for k in ("alone", "together"))
+        rows.append({"clips_per_call": size, "alone_ms": a, "together_ms": t, "ratio": a / t, "same": same})
+    return rows
+
+
 def ocr_off_repository(src: Path, dst: Path, cfg: ReelserveConfig = DEFAULT) -> Path:
     """`src`'s artifacts under the configs the generator writes for `cfg` with OCR off."""
     return write_twin(src, dst, replace(cfg, ocr=replace(cfg.ocr, frames=0)))
@@ -146,6 +187,12 @@ def run(model_repository: Path, *, repeats: int = 20, rounds: int = 6) -> list[s
         read = "yes" if r["read"] else "NO"
         letters = f"{r['fraction'] * 100:.1f}%"
         lines.append(f"{str(r['side']) + ' px':30s} {letters:>8s} {read:>6s} {r['p50_ms']:8.1f}")
+    lines.append("")
+    lines.append(f"{'OCR per demo clip':30s} {'alone ms':>9s} {'together ms':>12s} {'ratio':>6s} {'same':>5s}")
+    for r in together_vs_alone(reader=reader):
+        name = f"{r['clips_per_call']} clip(s) per step call"
+        same = "yes" if r["same"] else "NO"
+        lines.append(f"{name:30s} {r['alone_ms']:9.1f} {r['together_ms']:12.1f} {r['ratio']:5.2f}x {same:>5s}")
     lines.append("")
     lines.append(f"{'video_features, sequential':30s} {'p50 ms':>8s} {'p99 ms':>8s}  (7 demo clips x {rounds})")
     for name, r in served(model_repository, rounds).items():

@@ -1,20 +1,27 @@
 """Printed text on video frames -> lines in reading order, with PP-OCR (`rapidocr-onnxruntime`).
 
-The package does the whole pipeline (DB text detection and its box post-processing, crop and
-rectify, CRNN recognition, CTC decoding, boxes sorted top-to-bottom, left-to-right); we only
-choose its settings and merge what it reads on several frames of one clip:
+The package holds the whole pipeline (DB text detection and its box post-processing, crop and
+rectify, CRNN recognition, CTC decoding, boxes sorted top-to-bottom, left-to-right); we choose its
+settings, call its steps over many frames at once, and merge what it reads on the frames of a clip:
 
 - detection at the frame's own resolution (`limit_type: max`): the package's default scales the
   shorter side *up* to 736 px, 3x the work on a 288x512 phone clip for no better reading;
 - no angle classifier: text burned into a video is upright, and the classifier costs a model call
   per line;
 - its ONNX Runtime sessions are rebuilt with our options (idle worker threads do not spin: the
-  other steps need those cores; see `onnx_runtime.ort_session`).
+  other steps need those cores; see `onnx_runtime.ort_session`);
+- every frame of a step call is read at once: same-size frames go through the detector
+  `DETECT_BATCH` at a time, and the lines found on all of them through the recogniser in one call
+  (which sorts them by width and pads each session batch to its widest, as the package does for
+  the lines of one frame): 1.09-1.13x the clips/s of frame-by-frame reads, the same lines on every
+  clip measured (docs/benchmarks.md, "OCR across the frames of a step call"). These are the
+  package's own steps in its order, so `rapidocr-onnxruntime` is pinned.
 """
 
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -22,6 +29,7 @@ import numpy as np
 from .onnx_runtime import ort_session
 
 _WHITESPACE = re.compile(r"\s+")
+DETECT_BATCH = 2  # same-size frames per detector run: larger batches were no faster on 2 cores
 
 
 def line_key(line: str) -> str:
@@ -68,14 +76,65 @@ class OnScreenTextReader:
 
     def read(self, rgb: np.ndarray) -> list[str]:
         """Lines printed on one RGB uint8 frame [H, W, 3], top to bottom; [] when it shows no text."""
+        return self.read_frames([rgb])[0]
+
+    def read_alone(self, rgb: np.ndarray) -> list[str]:
+        """One frame through the package's own pipeline: the reference `read_frames` must equal, and
+        the frame-by-frame baseline `loadtests.ocr_bench` times it against."""
         if rgb.ndim != 3 or rgb.shape[2] != 3 or min(rgb.shape[:2]) < 8:
             return []
-        bgr = np.ascontiguousarray(rgb[:, :, ::-1])  # the package's convention for arrays (OpenCV's)
-        result, _ = self.engine(bgr, use_cls=False)
-        if not result:
-            return []
-        return [text for _box, text, score in result if float(score) >= self.min_score and text.strip()]
+        result, _ = self.engine(np.ascontiguousarray(rgb[:, :, ::-1]), use_cls=False)
+        return [text for _box, text, score in result or [] if float(score) >= self.min_score and text.strip()]
 
-    def read_clip(self, frames: Iterable[np.ndarray], max_chars: int) -> str:
+    def read_frames(self, frames: Sequence[np.ndarray]) -> list[list[str]]:
+        """Lines printed on each frame (as `read`), detecting and recognising across the frames."""
+        engine, detector = self.engine, self.engine.text_det
+        images: dict[int, np.ndarray] = {}  # frame index -> BGR image the detector saw (boxes are in its pixels)
+        by_shape: dict[tuple[int, ...], list[tuple[int, np.ndarray]]] = defaultdict(list)
+        for i, rgb in enumerate(frames):
+            if rgb.ndim != 3 or rgb.shape[2] != 3 or min(rgb.shape[:2]) < 8:
+                continue
+            bgr = np.ascontiguousarray(rgb[:, :, ::-1])  # the package's convention for arrays (OpenCV's)
+            image, _, _ = engine.preprocess(bgr)
+            image, _ = engine.maybe_add_letterbox(image, {})
+            tensor = detector.get_preprocess(max(image.shape[:2]))(image)
+            if tensor is None:
+                continue
+            images[i] = image
+            by_shape[tensor.shape].append((i, tensor))
+        crops: list[np.ndarray] = []
+        owners: list[int] = []
+        for group in by_shape.values():
+            for start in range(0, len(group), DETECT_BATCH):
+                chunk = group[start : start + DETECT_BATCH]
+                (maps,) = detector.infer(np.concatenate([t for _, t in chunk]))[:1]
+                for (i, _), probability in zip(chunk, maps, strict=True):
+                    shape = images[i].shape[:2]
+                    boxes, _ = detector.postprocess_op(probability[None], shape)
+                    boxes = detector.filter_tag_det_res(boxes, shape)
+                    if len(boxes) == 0:
+                        continue
+                    found = engine.get_crop_img_list(images[i], engine.sorted_boxes(boxes))
+                    crops += found
+                    owners += [i] * len(found)
+        lines: list[list[str]] = [[] for _ in frames]
+        if crops:
+            recognised, _ = engine.text_rec(crops)
+            for i, (text, score, *_) in zip(owners, recognised, strict=True):
+                if float(score) >= self.min_score and text.strip():
+                    lines[i].append(text)
+        return lines
+
+    def read_clips(self, clips: Sequence[Sequence[np.ndarray]], max_chars: int) -> list[str]:
+        """Each clip's printed text (as `read_clip`), reading the frames of every clip together."""
+        flat = [frame for frames in clips for frame in frames]
+        lines = self.read_frames(flat)
+        texts, start = [], 0
+        for frames in clips:
+            texts.append(merge_lines(lines[start : start + len(frames)], max_chars))
+            start += len(frames)
+        return texts
+
+    def read_clip(self, frames: Sequence[np.ndarray], max_chars: int) -> str:
         """The clip's printed text: lines of every frame in order, repeated lines once."""
-        return merge_lines((self.read(f) for f in frames), max_chars)
+        return self.read_clips([frames], max_chars)[0]

@@ -254,23 +254,35 @@ class OcrStep(Step):
 
             self.reader = OnScreenTextReader(min_score=self.ocr.min_score, threads=self.ocr.ort_threads)
 
-    def read(self, frames: Sequence[np.ndarray]) -> str:
-        if self.reader is None or not frames:
-            return ""
+    def read(self, clips: Sequence[Sequence[np.ndarray]]) -> list[str]:
+        """Printed text of every clip of the step call, read together; a failure is retried clip by clip."""
+        if self.reader is None:
+            return ["" for _ in clips]
         try:
-            return self.reader.read_clip(frames, self.ocr.max_chars)
+            return self.reader.read_clips(clips, self.ocr.max_chars)
         except Exception:
-            log.exception("OCR failed on %d frame(s); the item gets no on-screen text", len(frames))
-            return ""
+            if len(clips) == 1:
+                log.exception("OCR failed on %d frame(s); the item gets no on-screen text", len(clips[0]))
+                return [""]
+        return [self.read([frames])[0] for frames in clips]  # only the clip that fails loses its text
 
     def run(self, requests: Sequence[Mapping[str, np.ndarray | None]]) -> list[Result]:
+        titles = [
+            [decode_utf8(t, self.text.max_text_bytes) for t in _bytes_items(r[c.TEXT.name], c.TEXT.name)]
+            for r in requests
+        ]
+        clips = [
+            unpack_text_frames(np.asarray(r[c.TEXT_FRAMES.name]), np.asarray(r[c.TEXT_FRAME_SIZES.name]))
+            for r in requests
+        ]
+        everything = self.read([frames for request in clips for frames in request])
         results: list[Result] = []
-        for r in requests:
-            titles = [decode_utf8(t, self.text.max_text_bytes) for t in _bytes_items(r[c.TEXT.name], c.TEXT.name)]
-            clips = unpack_text_frames(np.asarray(r[c.TEXT_FRAMES.name]), np.asarray(r[c.TEXT_FRAME_SIZES.name]))
-            printed = [self.read(frames) for frames in clips]
+        start = 0
+        for request_titles, request_clips in zip(titles, clips, strict=True):
+            printed = everything[start : start + len(request_clips)]
+            start += len(request_clips)
             ids, mask, _ = self.tokenizer.encode_strings(
-                [video_text(t, p) for t, p in zip(titles, printed, strict=True)]
+                [video_text(t, p) for t, p in zip(request_titles, printed, strict=True)]
             )
             results.append(
                 {

@@ -6,7 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from reelserve.export.repository import read_step_settings
-from reelserve.loadtests.ocr_bench import ocr_off_repository, per_frame
+from reelserve.loadtests.ocr_bench import demo_clip_frames, ocr_off_repository, per_frame, together_vs_alone
 from reelserve.spec import contract as c
 
 
@@ -27,3 +27,17 @@ def test_per_frame_rows_read_the_printed_lines() -> None:
     assert [(r["size"], r["text"]) for r in rows][:2] == [("288x512", True), ("288x512", False)]
     assert all(r["lines"] == (2 if r["text"] else 0) and r["read"] for r in rows), rows
     assert all(r["p90_ms"] >= r["p50_ms"] > 0 for r in rows)
+
+
+def test_together_vs_alone_reads_the_same_text_both_ways() -> None:
+    rows = together_vs_alone(clips_per_call=(1, 4), rounds=1)
+    assert [r["clips_per_call"] for r in rows] == [1, 4]
+    assert all(r["same"] and r["alone_ms"] > 0 and r["together_ms"] > 0 for r in rows), rows
+
+
+def test_demo_clips_carry_printed_text_to_compare() -> None:
+    from reelserve.serving.ocr import OnScreenTextReader
+
+    reader = OnScreenTextReader()
+    texts = reader.read_clips(demo_clip_frames(), max_chars=2000)
+    assert sum(bool(t) for t in texts) >= 3, texts  # the row would time detection alone otherwise

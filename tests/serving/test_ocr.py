@@ -71,6 +71,29 @@ def test_recognition_skipped_on_a_frame_without_text(reader: OnScreenTextReader,
     assert calls == [1]
 
 
+def test_frames_read_together_read_as_the_package_reads_each(reader: OnScreenTextReader, monkeypatch) -> None:
+    frames = [
+        _frame("coffee", "FRESH COFFEE\nonly $3.50 today"),
+        _frame("chelsea", ""),
+        _frame("rocket", "LAUNCH DAY\nWATCH LIVE", size=(640, 360)),
+        np.zeros((4, 300, 3), np.uint8),
+        _frame("coffee", "open at 7"),
+        _frame("astronaut", "SPACE WALK"),
+    ]
+    want = [reader.read_alone(f) for f in frames]
+    assert sum(map(len, want)) >= 6, want
+    detector_batches: list[int] = []
+    recognitions: list[int] = []
+    detect, recognise = reader.engine.text_det.infer, reader.engine.text_rec
+    monkeypatch.setattr(reader.engine.text_det, "infer", lambda x: detector_batches.append(len(x)) or detect(x))
+    monkeypatch.setattr(
+        reader.engine, "text_rec", lambda crops, *a: recognitions.append(len(crops)) or recognise(crops, *a)
+    )
+    assert reader.read_frames(frames) == want
+    assert sorted(detector_batches) == [1, 2, 2]  # four 288x512 frames two at a time, the landscape one alone
+    assert recognitions == [sum(map(len, want))]  # every line of every frame in one recognition call
+
+
 def test_sessions_are_ours_idle_threads_do_not_spin(reader: OnScreenTextReader) -> None:
     for runner in (reader.engine.text_det.infer, reader.engine.text_rec.session):
         config = runner.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")

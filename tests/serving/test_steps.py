@@ -364,11 +364,32 @@ def test_ocr_off_gives_empty_text_and_the_title_tokens(model_repository, preproc
     np.testing.assert_array_equal(out[c.INPUT_IDS.name], preprocess.tokenizer.encode([b"my coffee"])[0])
 
 
+def test_ocr_reads_every_request_of_a_batch_together_and_answers_each(preprocess, ocr, monkeypatch) -> None:
+    a = _ocr_request(preprocess, [_captioned("coffee", "FRESH COFFEE"), _captioned("chelsea", "")], ["a", "b"])
+    b = _ocr_request(preprocess, [_captioned("rocket", "LAUNCH DAY")], ["c"])
+    alone = [_ok(ocr.run([r])[0]) for r in (a, b)]
+    calls: list[int] = []
+    original = ocr.reader.read_frames
+    monkeypatch.setattr(ocr.reader, "read_frames", lambda frames: calls.append(len(frames)) or original(frames))
+    together = [_ok(r) for r in ocr.run([a, b])]
+    assert calls == [6]  # the frames of all three clips in one read
+    assert [t[c.OCR_TEXT.name][:, 0].tolist() for t in together] == [[b"FRESH COFFEE", b""], [b"LAUNCH DAY"]]
+    for got, want in zip(together, alone, strict=True):
+        for name in (c.OCR_TEXT.name, c.INPUT_IDS.name, c.ATTENTION_MASK.name):
+            np.testing.assert_array_equal(got[name], want[name])
+
+
 def test_ocr_failure_is_logged_and_never_refuses(ocr, preprocess, monkeypatch, caplog) -> None:
-    req = _ocr_request(preprocess, [_captioned("coffee", "FRESH COFFEE")], ["my coffee"])
-    monkeypatch.setattr(ocr.reader, "read", lambda frame: 1 / 0)
+    """A clip that breaks the reader loses its printed text; the other clips of the batch keep theirs."""
+    req = _ocr_request(
+        preprocess, [_captioned("coffee", "FRESH COFFEE"), _captioned("chelsea", "", (128, 96))], ["", ""]
+    )
+    original = ocr.reader.read_frames
+    monkeypatch.setattr(
+        ocr.reader, "read_frames", lambda frames: 1 / 0 if any(f.shape[1] == 128 for f in frames) else original(frames)
+    )
     out = _ok(ocr.run([req])[0])
-    assert out[c.OCR_TEXT.name][0, 0] == b""
+    assert out[c.OCR_TEXT.name][:, 0].tolist() == [b"FRESH COFFEE", b""]
     assert "OCR failed" in caplog.text and "ZeroDivisionError" in caplog.text
 
 
