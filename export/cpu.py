@@ -155,8 +155,7 @@ def export_cpu(
     stages = [
         "load weights",
         "text ONNX",
-        "class names",
-        "semantic-ID corpus",
+        "text vectors",
         "fit codebooks",
         "vision ONNX",
         "heads ONNX",
@@ -225,13 +224,12 @@ def export_cpu(
         run = lambda: embed_with_graph(text_graph, tokenizer, texts, desc=desc, progress=progress)  # noqa: E731
         return torch.from_numpy(cache.get_or_compute(key, len(texts), run))
 
-    done = stage("class names")
-    class_embeddings = embed([h.class_prompt.format(name=k.name) for k in imagenet_1k_classes()], "class names")
-    label_embeddings = embed(list(h.labels), "labels")
-    done()
-
-    done = stage("semantic-ID corpus")
-    corpus = embed([h.class_prompt.format(name=k.name) for k in imagenet_21k_concepts()], "semantic-ID corpus")
+    # One pass over every text: the 1k class names are all among the 21k concepts (embedded once).
+    done = stage("text vectors")
+    class_prompts = [h.class_prompt.format(name=k.name) for k in imagenet_1k_classes()]
+    corpus_prompts = [h.class_prompt.format(name=k.name) for k in imagenet_21k_concepts()]
+    vectors = embed(class_prompts + list(h.labels) + corpus_prompts, "class names, labels, semantic-ID corpus")
+    class_embeddings, label_embeddings, corpus = vectors.split([len(class_prompts), len(h.labels), len(corpus_prompts)])
     report.embedding_cache_hits = cache.hits
     done()
 

@@ -37,11 +37,23 @@ def embed_with_graph(
     desc: str = "",
     progress: bool = False,
 ) -> np.ndarray:
-    """texts -> [N, E] float32 unit vectors, `batch` texts of similar token length per ONNX Runtime call."""
+    """texts -> [N, E] float32 unit vectors, `batch` texts of similar token length per ONNX Runtime call.
+
+    A text that occurs more than once is embedded once (the concept corpus repeats 8% of its names).
+    """
     if not texts:
         raise ValueError("embed_with_graph: no texts")
+    unique = list(dict.fromkeys(texts))  # distinct texts, in first-seen order
+    vectors = _embed_distinct(graph, tokenizer, unique, batch=batch, desc=desc, progress=progress)
+    row = {t: i for i, t in enumerate(unique)}
+    return vectors[[row[t] for t in texts]]
+
+
+def _embed_distinct(
+    graph: Path, tokenizer: TextTokenizer, texts: list[str], *, batch: int, desc: str, progress: bool
+) -> np.ndarray:
     session = ort_session(graph, threads=0)
-    ids, mask, _ = tokenizer.encode(list(texts))  # all at once: the lengths order the batches
+    ids, mask, _ = tokenizer.encode(texts)  # all at once: the lengths order the batches
     lengths = mask.sum(1)
     order = np.argsort(lengths, kind="stable")
     out: np.ndarray | None = None

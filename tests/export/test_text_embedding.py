@@ -44,6 +44,21 @@ def test_served_graph_vectors_equal_pytorch_in_any_batch(model_repository: Path)
         embed_with_graph(graph, tokenizer, [])
 
 
+def test_a_repeated_text_is_embedded_once_and_answered_at_every_position(model_repository: Path, monkeypatch) -> None:
+    from reelserve.export import text_embedding
+    from reelserve.export.cpu import served_text_tower
+
+    _, tokenizer = served_text_tower(model_repository, DEFAULT)
+    graph = model_repository / c.TEXT_ENCODER / "1" / "model.onnx"
+    encode, encoded = tokenizer.encode, []
+    monkeypatch.setattr(tokenizer, "encode", lambda texts: encoded.extend(texts) or encode(texts))
+    texts = [TEXTS[1], TEXTS[0], TEXTS[1], TEXTS[3], TEXTS[0], TEXTS[1]]
+    got = text_embedding.embed_with_graph(graph, tokenizer, texts, batch=2)
+    assert encoded == [TEXTS[1], TEXTS[0], TEXTS[3]]  # distinct texts, first seen first
+    alone = embed_with_graph(graph, tokenizer, [TEXTS[1], TEXTS[0], TEXTS[3]], batch=2)
+    np.testing.assert_array_equal(got, alone[[0, 1, 0, 2, 1, 0]])
+
+
 def test_cache_computes_once_per_key_and_keys_on_every_input(tmp_path: Path) -> None:
     cache, calls = EmbeddingCache(tmp_path), []
 
