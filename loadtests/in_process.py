@@ -19,13 +19,18 @@ import numpy as np
 from reelserve.config import DEFAULT, ReelserveConfig
 from reelserve.export.repository import read_step_settings
 from reelserve.serving.errors import InvalidInputError
-from reelserve.serving.steps import STEPS
+from reelserve.serving.steps import STEPS, Step
 from reelserve.spec import contract as c
 from reelserve.spec.topology import ensemble
 
 from .workload import WorkItem
 
-__all__ = ["InProcessPipeline", "InProcessTarget"]
+__all__ = ["InProcessPipeline", "InProcessTarget", "load_step"]
+
+
+def load_step(repository: Path, model: str) -> Step:
+    """One step of an exported repository, with the settings the export wrote for it."""
+    return STEPS[model](read_step_settings(Path(repository) / model), Path(repository) / model / "1")
 
 
 class InProcessPipeline:
@@ -33,12 +38,7 @@ class InProcessPipeline:
 
     def __init__(self, repository: Path, model: str = c.VIDEO_FEATURES, cfg: ReelserveConfig = DEFAULT) -> None:
         self.calls = ensemble(model, cfg).calls
-        self.steps = {
-            call.model: STEPS[call.model](
-                read_step_settings(Path(repository) / call.model), Path(repository) / call.model / "1"
-            )
-            for call in self.calls
-        }
+        self.steps = {call.model: load_step(repository, call.model) for call in self.calls}
 
     def run(self, videos: list[bytes], texts: list[str]) -> dict[str, np.ndarray] | InvalidInputError:
         """One request (its items as one batch), through every step; the ensemble's tensors by name."""

@@ -73,15 +73,13 @@ def runs_vs_padded(
 ) -> list[dict]:
     """In one process, the `text_encoder` step on batches of comments: one call padded to the batch's
     longest text (the first row) vs runs of similar length, one row per `tokens_per_run` budget."""
-    from reelserve.export.repository import read_step_settings
     from reelserve.serving import steps as s
     from reelserve.spec import contract as c
 
-    def step(name: str, cls: type[s.Step]) -> s.Step:
-        return cls(read_step_settings(model_repository / name), model_repository / name / "1")
+    from .in_process import load_step
 
-    tokenizer = step(c.PREPROCESS, s.PreprocessStep).tokenizer
-    encoder = step(c.TEXT_ENCODER, s.TextEncoderStep)
+    tokenizer = load_step(model_repository, c.PREPROCESS).tokenizer
+    encoder = load_step(model_repository, c.TEXT_ENCODER)
     texts = comments(batch * 16, seed=1)
     calls = []
     for i in range(0, len(texts), batch):
