@@ -31,6 +31,10 @@ from ._common import AOT_DTYPES, DTYPES, KernelCase, aot_signature, jit_fn
 
 LOG2E = 1.4426950408889634
 HEAD_DIMS = (32, 64, 128)
+# fp32 inputs multiply as fp32, not TF32 (Triton's default for fp32 `tl.dot` on tensor cores, off
+# by 2e-3 on unit-variance inputs): fp32 is what PyTorch's matmul and the reference compute, and
+# the CPU export records. fp16/bf16 inputs are unaffected.
+DOT_PRECISION = tl.constexpr("ieee")
 
 
 # (BLOCK_M, BLOCK_N, num_warps, num_stages) per head dim: only tiles that compile for sm_80 and
@@ -132,7 +136,8 @@ def _attention_fwd_kernel(
         if HAS_MASK:
             real = tl.load(mask_ptr + b.to(tl.int64) * stride_mb + offs_n * stride_mn, mask=n_ok, other=0)
             key_ok = key_ok & (real != 0)
-        s = tl.dot(q, k) * qk_scale + tl.where(key_ok, 0.0, float("-inf"))[None, :]  # log2 domain
+        s = tl.dot(q, k, input_precision=DOT_PRECISION) * qk_scale  # log2 domain
+        s += tl.where(key_ok, 0.0, float("-inf"))[None, :]
         if CAUSAL:  # the only 2-D mask; columns only, otherwise (fewer live registers)
             s = tl.where(offs_n[None, :] <= offs_m[:, None] + (LK - LQ), s, float("-inf"))
 
@@ -146,7 +151,7 @@ def _attention_fwd_kernel(
             mask=n_ok[:, None],
             other=0.0,
         )  # [BLOCK_N, HEAD_DIM]
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
         m_i = m_new
 
     out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]  # fully padded rows: acc == 0 -> zeros

@@ -60,8 +60,11 @@ def _single_node_model(
         [onnx.helper.make_tensor_value_info(n, t, shape) for n, (t, shape) in inputs.items()],
         [onnx.helper.make_tensor_value_info("out", onnx.TensorProto.FLOAT, [f"d{i}" for i in range(out_rank)])],
     )
+    # IR 10, as the exported graphs carry: make_model's default follows the onnx package (IR 14 in
+    # onnx 1.23), which an older ONNX Runtime refuses (1.30 reads up to 13, Triton 2.51's up to 10).
     model = onnx.helper.make_model(
         graph,
+        ir_version=10,
         opset_imports=[onnx.helper.make_opsetid("", 18), onnx.helper.make_opsetid(DOMAIN, 1)],
         functions=[FUNCTIONS[op_type].to_function_proto()],
     )
