@@ -181,6 +181,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 1
 
 
+def cmd_loadtest(args: argparse.Namespace) -> int:
+    from reelserve.loadtests import harness
+
+    return harness.main(args=args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from reelserve.demo import run_demo
     from reelserve.triton.errors import ServerStartError
@@ -306,15 +312,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_labels(sub)
     add_semantic_ids(sub)
 
-    from reelserve.loadtests import harness
+    from reelserve.loadtests import harness_options
 
     p = sub.add_parser(
         "loadtest",
         help="open-loop / closed-loop load with real request mixes; JSON + PNG/HTML report",
-        description=harness.__doc__.split("\n\n")[1].replace("\n", " "),
+        description=harness_options.__doc__.split("\n\n")[1].replace("\n", " "),
     )
-    harness.build_parser(p)
-    p.set_defaults(func=lambda args: harness.main(args=args))
+    harness_options.build_parser(p)
+    p.set_defaults(func=cmd_loadtest)
     return parser
 
 

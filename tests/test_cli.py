@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -19,6 +20,15 @@ def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "reelserve.cli", *args], capture_output=True, text=True, timeout=timeout, env=env
     )
+
+
+def test_building_the_cli_imports_no_client_and_no_torch() -> None:
+    """`reelserve gpu-check` runs on a GPU image with torch alone; `--help` stays fast."""
+    probe = "import json, sys; import reelserve.cli as cli; cli.build_parser(); print(json.dumps(list(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    heavy = set(json.loads(result.stdout)) & {"tritonclient", "grpc", "torch", "reelserve.client"}
+    assert not heavy, f"building the parser imported {sorted(heavy)}"
 
 
 def test_top_level_help_subprocess() -> None:
