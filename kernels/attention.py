@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import AOT_DTYPES, DTYPES, KernelCase, aot_signature, jit_fn
+from ._common import AOT_DTYPES, DTYPES, KernelCase, aot_signature, check_device, jit_fn
 
 LOG2E = 1.4426950408889634
 HEAD_DIMS = (32, 64, 128)
@@ -261,6 +261,7 @@ def fused_attention_triton(
     lk = k.shape[2]
     if key_padding_mask is not None and tuple(key_padding_mask.shape) != (b, lk):
         raise ValueError(f"key_padding_mask must be [B={b}, Lk={lk}]; got {tuple(key_padding_mask.shape)}")
+    check_device("fused_attention_triton", *(t for t in (q, k, v, key_padding_mask) if t is not None))
 
     out = torch.empty_like(q)
     if lq == 0 or b * h == 0:

@@ -28,6 +28,7 @@ DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MASKS = ("none", "random", "all_padding_row", "single_key")
 GRID = list(itertools.product(BATCHES, LENGTHS, LENGTHS, HEAD_DIMS, DTYPES, (False, True), MASKS))
 ON_GPU = torch.cuda.is_available()
+DEVICE = "cuda" if ON_GPU else "cpu"  # CPU tensors run in Triton's interpreter (tests/conftest.py)
 # Triton's interpreter multiplies the raw bit patterns of bf16 `tl.dot` operands (it stores bf16
 # as uint16; triton-lang/triton#11584, "not supported yet" upstream). bf16 attention is therefore
 # checked on a GPU (and compiled ahead of time for sm_80/sm_90), fp32/fp16 in the interpreter.
@@ -51,10 +52,9 @@ def make_mask(kind: str, b: int, lk: int, g: torch.Generator) -> torch.Tensor | 
 def run_case(b: int, lq: int, lk: int, d: int, dtype: torch.dtype, causal: bool, mask_kind: str) -> None:
     g = torch.Generator().manual_seed(b * 1_000_003 + lq * 1009 + lk * 31 + d + causal)
     h = 2
-    device = "cuda" if ON_GPU else "cpu"
-    q, k, v = (torch.randn(b, h, n, d, generator=g).to(device=device, dtype=dtype) for n in (lq, lk, lk))
+    q, k, v = (torch.randn(b, h, n, d, generator=g).to(device=DEVICE, dtype=dtype) for n in (lq, lk, lk))
     mask = make_mask(mask_kind, b, lk, g)
-    mask = mask.to(device) if mask is not None else None
+    mask = mask.to(DEVICE) if mask is not None else None
     got = fused_attention_triton(q, k, v, mask, causal=causal)
     want = attention_reference(q, k, v, mask, causal=causal)
     assert not torch.isnan(got).any(), "NaN in kernel output"
@@ -82,8 +82,8 @@ def test_attention_bf16_on_gpu(case) -> None:
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
 def test_fully_padded_rows_are_zero_not_nan(dtype) -> None:
-    q, k, v = (torch.randn(2, 2, 9, 32).to(dtype) for _ in range(3))
-    mask = torch.ones(2, 9, dtype=torch.bool)
+    q, k, v = (torch.randn(2, 2, 9, 32).to(DEVICE, dtype) for _ in range(3))
+    mask = torch.ones(2, 9, dtype=torch.bool, device=DEVICE)
     mask[1] = False
     out = fused_attention_triton(q, k, v, mask)
     assert torch.equal(out[1], torch.zeros_like(out[1]))
@@ -91,21 +91,21 @@ def test_fully_padded_rows_are_zero_not_nan(dtype) -> None:
 
 
 def test_causal_with_more_queries_than_keys_masks_early_queries() -> None:
-    q, k, v = torch.randn(1, 1, 9, 32), torch.randn(1, 1, 4, 32), torch.randn(1, 1, 4, 32)
+    q, k, v = (torch.randn(1, 1, n, 32, device=DEVICE) for n in (9, 4, 4))
     out = fused_attention_triton(q, k, v, causal=True)
     torch.testing.assert_close(out, attention_reference(q, k, v, causal=True), atol=1e-5, rtol=1e-5)
-    assert torch.equal(out[0, 0, :5], torch.zeros(5, 32))  # query i sees keys j <= i - 5
+    assert torch.equal(out[0, 0, :5], torch.zeros(5, 32, device=DEVICE))  # query i sees keys j <= i - 5
 
 
 def test_non_contiguous_inputs() -> None:
-    qkv = torch.randn(2, 17, 3, 2, 64)  # [B, L, (q,k,v), H, D] like a fused projection
+    qkv = torch.randn(2, 17, 3, 2, 64, device=DEVICE)  # [B, L, (q,k,v), H, D] like a fused projection
     q, k, v = (qkv[:, :, i].transpose(1, 2) for i in range(3))
     assert not q.is_contiguous()
     torch.testing.assert_close(fused_attention_triton(q, k, v), attention_reference(q, k, v), atol=1e-5, rtol=1e-5)
 
 
 def test_custom_scale() -> None:
-    q, k, v = (torch.randn(1, 2, 5, 32) for _ in range(3))
+    q, k, v = (torch.randn(1, 2, 5, 32, device=DEVICE) for _ in range(3))
     torch.testing.assert_close(
         fused_attention_triton(q, k, v, scale=0.5), attention_reference(q, k, v, scale=0.5), atol=1e-5, rtol=1e-5
     )
@@ -136,6 +136,7 @@ def test_dispatcher_env_switch(monkeypatch) -> None:
     assert not use_triton(q)  # CPU tensors: reference
     monkeypatch.setenv("REELSERVE_KERNELS", "triton")
     assert use_triton(q)
+    q = q.to(DEVICE)
     torch.testing.assert_close(fused_attention(q, q, q), attention_reference(q, q, q), atol=1e-5, rtol=1e-5)
     monkeypatch.setenv("REELSERVE_KERNELS", "reference")
     assert not use_triton(q)
@@ -144,15 +145,28 @@ def test_dispatcher_env_switch(monkeypatch) -> None:
         use_triton(q)
 
 
+def test_cpu_tensors_outside_the_interpreter_are_refused_by_name(monkeypatch) -> None:
+    """Triton launches on CUDA memory: CPU tensors get our message, not the driver's 'cpu tensor?'."""
+    from reelserve.kernels import _common
+
+    monkeypatch.setattr(_common, "INTERPRET", False)
+    q = torch.randn(1, 2, 5, 32)
+    with pytest.raises(ValueError, match="fused_attention_triton: needs CUDA tensors"):
+        fused_attention_triton(q, q, q)
+    if ON_GPU:
+        with pytest.raises(ValueError, match="different devices"):
+            fused_attention_triton(q.cuda(), q, q)
+
+
 def test_text_tower_runs_through_the_triton_kernels(monkeypatch) -> None:
     """The models call the dispatcher, so forcing Triton changes the path but not the answer."""
     from reelserve.kernels import l2_normalize, masked_mean_pool
     from reelserve.models.bert_encoder import BertConfig, TextTower
 
     torch.manual_seed(0)
-    tower = TextTower(BertConfig(vocab_size=50, hidden=64, layers=2, heads=2, intermediate=128)).eval()
-    ids = torch.randint(1, 50, (3, 11))
-    mask = torch.ones(3, 11, dtype=torch.int64)
+    tower = TextTower(BertConfig(vocab_size=50, hidden=64, layers=2, heads=2, intermediate=128)).eval().to(DEVICE)
+    ids = torch.randint(1, 50, (3, 11), device=DEVICE)
+    mask = torch.ones(3, 11, dtype=torch.int64, device=DEVICE)
     mask[1, 4:] = 0
     mask[2, 1:] = 0
 
