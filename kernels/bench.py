@@ -4,7 +4,7 @@ Providers per op: `triton` (ours), `sdpa` (torch.nn.functional.scaled_dot_produc
 flash backend where it applies — no mask — and the memory-efficient backend with the padding
 mask), `eager` (the PyTorch reference, `kernels/reference.py`). Attention reports TFLOP/s from
 4·B·H·Lq·Lk·D (halved when causal), pooling reports GB/s from bytes read + written; both also
-as a fraction of the H100 SXM's peak (989 dense fp16/bf16 TFLOP/s, 3.35 TB/s HBM3).
+as a fraction of the GPU's datasheet peak (`PEAKS`; an unknown GPU is compared with the H100).
 
 Run on a machine with an NVIDIA GPU: `python -m reelserve.kernels.bench` (record the table in
 docs/benchmarks.md with the date and the GPU). Without one it says so and exits with code 2.
@@ -21,8 +21,17 @@ import torch
 
 from .reference import attention_reference, masked_mean_pool_reference
 
-H100_TFLOPS = 989.0
-H100_GBPS = 3350.0
+# Dense fp16/bf16 TFLOP/s and HBM GB/s by the vendor's datasheets (SXM parts): the H200 has the
+# H100's arithmetic and faster memory.
+PEAKS = {"H100": (989.0, 3350.0), "H200": (989.0, 4800.0)}
+
+
+def peaks_for(device_name: str) -> tuple[str, float, float]:
+    """(label, TFLOP/s, GB/s) of the GPU named `device_name`; the H100's where it is not in PEAKS."""
+    for label, (tflops, gbps) in PEAKS.items():
+        if label in device_name:
+            return label, tflops, gbps
+    return "H100", *PEAKS["H100"]
 
 
 @dataclass(frozen=True)
@@ -55,7 +64,7 @@ def _time_ms(fn: Callable[[], object]) -> float:
     return float(triton.testing.do_bench(fn, warmup=25, rep=100))
 
 
-def bench_attention(dtype: torch.dtype) -> list[dict]:
+def bench_attention(dtype: torch.dtype, peak_tflops: float) -> list[dict]:
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     from .attention import fused_attention_triton
@@ -98,13 +107,13 @@ def bench_attention(dtype: torch.dtype) -> list[dict]:
                     "ms": ms,
                     "throughput": f"{tflops:.1f} TFLOP/s",
                     "vs_peer": times[peer] / ms,
-                    "vs_peak": tflops / H100_TFLOPS,
+                    "vs_peak": tflops / peak_tflops,
                 }
             )
     return rows
 
 
-def bench_pooling(dtype: torch.dtype) -> list[dict]:
+def bench_pooling(dtype: torch.dtype, peak_gbps: float) -> list[dict]:
     from .mean_pool import masked_mean_pool_triton
 
     rows = []
@@ -129,14 +138,14 @@ def bench_pooling(dtype: torch.dtype) -> list[dict]:
                     "ms": ms,
                     "throughput": f"{gbps:.0f} GB/s",
                     "vs_peer": times["eager"] / ms,
-                    "vs_peak": gbps / H100_GBPS,
+                    "vs_peak": gbps / peak_gbps,
                 }
             )
     return rows
 
 
-def format_markdown(rows: list[dict]) -> str:
-    head = "| op | shape | dims | dtype | provider | ms | throughput | speed-up vs peer | of H100 peak |"
+def format_markdown(rows: list[dict], peak_label: str = "H100") -> str:
+    head = f"| op | shape | dims | dtype | provider | ms | throughput | speed-up vs peer | of {peak_label} peak |"
     lines = [head, "|" + "---|" * 9]
     for r in rows:
         lines.append(
@@ -155,13 +164,18 @@ def main(argv: list[str] | None = None) -> int:
         print("kernels/bench.py measures GPU kernels and found no CUDA device here; run it on a GPU machine.")
         return 2
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
-    print(f"# {torch.cuda.get_device_name()}  torch {torch.__version__}  dtype {args.dtype}")
+    name = torch.cuda.get_device_name()
+    label, peak_tflops, peak_gbps = peaks_for(name)
+    print(
+        f"# {name}  torch {torch.__version__}  dtype {args.dtype}  peaks: {label} {peak_tflops:.0f} TFLOP/s, "
+        f"{peak_gbps:.0f} GB/s"
+    )
     rows = []
     if args.only in (None, "attention"):
-        rows += bench_attention(dtype)
+        rows += bench_attention(dtype, peak_tflops)
     if args.only in (None, "pooling"):
-        rows += bench_pooling(dtype)
-    print(format_markdown(rows))
+        rows += bench_pooling(dtype, peak_gbps)
+    print(format_markdown(rows, label))
     return 0
 
 
