@@ -7,7 +7,7 @@
 #
 # Steps: machine, install, bench-bf16, bench-fp16, tests (the default selection, as CI runs it on
 # CPU, here compiled for the GPU), sweep (the slow sweeps `make gpu-check` adds: about 25 minutes
-# on 12 workers, mostly autotuning, so time-boxed: a timeout leaves it incomplete, not failed),
+# on 12 workers by one partial run, mostly autotuning, so time-boxed: a timeout leaves it incomplete, not failed),
 # gpu-check (engines and parity; says why not where TensorRT is missing). Each step's output and
 # exit status land in OUT_DIR (summary.txt lists them). Exits non-zero when a step failed.
 set -uo pipefail
