@@ -9,6 +9,10 @@ Batch invariance: the same texts alone vs in batches of 16 (int8 scales activati
 Speed: texts/s on short multilingual comments. Vision: static int8 (QDQ, per-channel, calibrated on
 frames of four demo clips) vs fp32 on the frames of the three others: logits cosine, top-1 agreement,
 frames/s. `SERVE_MIN_COSINE` is the bar a graph must clear to be served.
+OCR: the `ocr` step's PP-OCRv4 detector and recogniser, int8 convolutions calibrated on the demo
+clips' frames (`export/quantize.py`): ms per demo clip of each model, the demo clips' text, and on
+held-out captioned frames (captions x photos x sizes) whether the lines stay the same and whether
+each reads the caption exactly. `OCR_MIN_SAME` is the share of frames that must keep their lines.
 
 Run: `python -m reelserve.loadtests.int8_bench` (also the `int8` row of `make bench`).
 """
@@ -16,6 +20,8 @@ Run: `python -m reelserve.loadtests.int8_bench` (also the `int8` row of `make be
 from __future__ import annotations
 
 import argparse
+import itertools
+import statistics
 import tempfile
 import time
 from collections.abc import Sequence
@@ -30,6 +36,15 @@ from reelserve.spec import contract as c
 SERVE_MIN_COSINE = 0.995
 CONCEPT_STRIDE = 40  # every 40th concept name: ~550 texts
 BATCH = 16
+OCR_MIN_SAME = 0.99
+OCR_CAPTIONS = (
+    "FRESH COFFEE\nonly $3.50 today", "SALE 50% OFF\nthis weekend only", "Best espresso in town\nopen daily 7am to 5pm",
+    "你好，世界\n今天天气很好", "限时优惠 5折\n仅此一天", "Subscribe for more\n#travel #food",
+    "Episode 12: the final race", "Breaking news\nlive from the studio", "DIY tips 101\nstep 3 of 5",
+    "Merry Christmas 2026!",
+)  # fmt: skip
+OCR_PHOTOS = ("coffee", "astronaut", "chelsea", "rocket", "camera")
+OCR_SIZES = ((288, 512), (360, 640), (540, 960))  # the demo clips; 360p capped at 640 (default); a 960 cap
 
 
 def _row(output: str, items: int, cos: np.ndarray | None = None, agree: np.ndarray | None = None) -> dict:
@@ -142,6 +157,97 @@ def vision_rows(repository: Path, work: Path) -> tuple[list[dict], list[str]]:
     return rows, lines
 
 
+class _Recorder:
+    """An ONNX Runtime session that keeps every feed it runs: calibration data, then timing replays."""
+
+    def __init__(self, session) -> None:
+        self.session, self.feeds = session, []
+
+    def run(self, outputs, feeds, *args):
+        self.feeds.append(dict(feeds))
+        return self.session.run(outputs, feeds, *args)
+
+    def __getattr__(self, name: str):
+        return getattr(self.session, name)
+
+
+def _ms_per_clip(session, feeds: Sequence[dict], clips: int, rounds: int = 5) -> float:
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for f in feeds:
+            session.run(None, f)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) / clips * 1000
+
+
+def ocr_rows(
+    work: Path,
+    *,
+    captions: Sequence[str] = OCR_CAPTIONS,
+    photos: Sequence[str] = OCR_PHOTOS,
+    sizes: Sequence[tuple[int, int]] = OCR_SIZES,
+) -> tuple[list[dict], list[str]]:
+    """-> parity rows, speed lines (static int8 of the OCR detector and recogniser)."""
+    from reelserve.export.quantize import quantize_ocr_graph
+    from reelserve.samples import draw_caption, ken_burns_frames, load_photo
+    from reelserve.serving.ocr import OnScreenTextReader, line_key
+    from reelserve.serving.onnx_runtime import ort_session
+
+    from .ocr_bench import demo_clip_frames
+
+    reader = OnScreenTextReader(min_score=DEFAULT.ocr.min_score, threads=DEFAULT.ocr.ort_threads)
+    clips, max_chars = demo_clip_frames(), DEFAULT.ocr.max_chars
+    recorders = {name: _Recorder(runner.session) for name, runner in reader.runners.items()}
+
+    def read_with(sessions: dict, frames: Sequence[np.ndarray]) -> tuple[list[str], list[list[str]]]:
+        for name, runner in reader.runners.items():
+            runner.session = sessions[name]
+        return reader.read_clips(clips, max_chars), reader.read_frames(frames)
+
+    cases = list(itertools.product(photos, captions, sizes))
+    frames = [draw_caption(ken_burns_frames(load_photo(p), n=1, size=size), text)[0] for p, text, size in cases]
+    read_with(recorders, [])  # records the demo clips' model inputs: calibration and timing feeds
+    fp32 = {name: r.session for name, r in recorders.items()}
+    threads = DEFAULT.ocr.ort_threads  # as the step opens its sessions (the reader's fp32 ones too)
+    int8 = {
+        name: ort_session(quantize_ocr_graph(Path(r.session._model_path), work / f"ocr_{name}.onnx", r.feeds), threads)
+        for name, r in recorders.items()
+    }
+    (clips32, frames32), (clips8, frames8) = read_with(fp32, frames), read_with(int8, frames)
+
+    def keys(lines: Sequence[str]) -> list[str]:
+        return [line_key(x) for x in lines]
+
+    def same(a: Sequence, b: Sequence, key=lambda lines: lines) -> np.ndarray:
+        return np.array([key(x) == key(y) for x, y in zip(a, b, strict=True)])
+
+    captions_read = [text.splitlines() for _, text, _ in cases]
+    rows = [
+        _row("demo clips: same text", len(clips), agree=same(clips32, clips8)),
+        _row("captioned frames: same lines", len(frames), agree=same(frames32, frames8)),
+        _row("  same up to case and spaces", len(frames), agree=same(frames32, frames8, keys)),
+        _row("  caption read exactly: fp32", len(frames), agree=same(frames32, captions_read, keys)),
+        _row("  caption read exactly: int8", len(frames), agree=same(frames8, captions_read, keys)),
+    ]
+    lines = []
+    for name, r in recorders.items():
+        ms32 = _ms_per_clip(fp32[name], r.feeds, len(clips))
+        ms8 = _ms_per_clip(int8[name], r.feeds, len(clips))
+        lines.append(f"OCR {name}: fp32 {ms32:.1f} ms/clip, int8 {ms8:.1f} ms/clip ({ms32 / ms8:.2f}x)")
+    return rows, lines
+
+
+def ocr_verdict(rows: list[dict]) -> str:
+    """Served only if every demo clip reads the same and `OCR_MIN_SAME` of the captioned frames keep their lines."""
+    clips, frames = rows[0]["agreement"], rows[1]["agreement"]
+    ok = clips == 1.0 and frames >= OCR_MIN_SAME
+    return (
+        f"-> {'servable' if ok else 'not served'}: same text on {clips:.0%} of demo clips and same lines on "
+        f"{frames:.1%} of captioned frames (bar 100% and {OCR_MIN_SAME:.0%})"
+    )
+
+
 def format_rows(title: str, rows: list[dict]) -> list[str]:
     lines = [f"{title:32s} {'items':>6s} {'min cos':>9s} {'mean cos':>9s} {'agree':>7s}"]
     for r in rows:
@@ -158,13 +264,15 @@ def verdict(rows: list[dict]) -> str:
 
 
 def run(repository: Path) -> list[str]:
-    """Both towers; -> printable lines."""
+    """Both towers and the OCR models; -> printable lines."""
     with tempfile.TemporaryDirectory(prefix="reelserve-int8-") as tmp:
         text, text_speed = text_rows(repository, Path(tmp))
         vision, vision_speed = vision_rows(repository, Path(tmp))
+        ocr, ocr_speed = ocr_rows(Path(tmp))
     return [
         *format_rows("int8 text graph vs fp32", text), verdict(text), *text_speed,
         *format_rows("int8 vision graph vs fp32", vision), verdict(vision), *vision_speed,
+        *format_rows("int8 OCR models vs fp32", ocr), ocr_verdict(ocr), *ocr_speed,
     ]  # fmt: skip
 
 

@@ -69,10 +69,15 @@ class OnScreenTextReader:
             text_score=min_score,
             use_cls=False,
         )
-        for runner in (self.engine.text_det.infer, self.engine.text_rec.session):
+        for runner in self.runners.values():
             path = getattr(runner.session, "_model_path", None)  # ORT keeps the file it loaded
             if path:  # else keep the package's session: slower when idle threads spin, same answers
                 runner.session = ort_session(path, threads)
+
+    @property
+    def runners(self) -> dict[str, object]:
+        """The package's holders of the two ONNX Runtime sessions (`.session`), by model."""
+        return {"detector": self.engine.text_det.infer, "recogniser": self.engine.text_rec.session}
 
     def read(self, rgb: np.ndarray) -> list[str]:
         """Lines printed on one RGB uint8 frame [H, W, 3], top to bottom; [] when it shows no text."""

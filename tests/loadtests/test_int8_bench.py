@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reelserve.loadtests.int8_bench import SERVE_MIN_COSINE, _row, format_rows, run, verdict
+from reelserve.loadtests.int8_bench import SERVE_MIN_COSINE, _row, format_rows, ocr_rows, ocr_verdict, run, verdict
 
 
 def test_rows_carry_min_mean_and_agreement() -> None:
@@ -32,5 +32,24 @@ def test_format_rows_aligns_cosines_and_rates() -> None:
 @pytest.mark.slow
 def test_run_prints_both_towers(model_repository: Path) -> None:
     lines = run(model_repository)
-    assert sum(line.startswith("-> ") for line in lines) == 2
+    assert sum(line.startswith("-> ") for line in lines) == 3
     assert any("texts/s" in line for line in lines) and any("frames/s" in line for line in lines)
+
+
+def test_ocr_verdict_wants_every_demo_clip_and_nearly_every_frame() -> None:
+    def rows(clips: list[bool], frames: list[bool]) -> list[dict]:
+        return [_row("clips", len(clips), agree=np.array(clips)), _row("frames", len(frames), agree=np.array(frames))]
+
+    assert ocr_verdict(rows([True] * 7, [True] * 100)).startswith("-> servable")
+    assert ocr_verdict(rows([True] * 6 + [False], [True] * 100)).startswith("-> not served")
+    assert ocr_verdict(rows([True] * 7, [True] * 97 + [False] * 3)).startswith("-> not served")
+
+
+def test_ocr_rows_quantize_both_models_and_compare_their_reading(tmp_path: Path) -> None:
+    """A small caption set: int8 models are built, timed, and every row counts what it says."""
+    rows, lines = ocr_rows(tmp_path, captions=("SALE 50% OFF",), photos=("coffee",), sizes=((288, 512),))
+    assert [r["items"] for r in rows] == [7, 1, 1, 1, 1]
+    assert rows[3]["agreement"] == 1.0, "fp32 reads this caption"
+    assert {line.split(":")[0] for line in lines} == {"OCR detector", "OCR recogniser"}
+    assert all("ms/clip" in line for line in lines)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ocr_detector.onnx", "ocr_recogniser.onnx"]
