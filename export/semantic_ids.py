@@ -20,9 +20,16 @@ import torch
 ASSIGN_CHUNK = 65536  # rows per GEMM in assign_codes: bounds the [rows, K] distance matrix
 
 
-def nearest(x: torch.Tensor, centroids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Squared distance to, and index of, each row's nearest centroid (one GEMM, not cdist)."""
-    d = (x * x).sum(-1, keepdim=True) - 2 * x @ centroids.T + (centroids * centroids).sum(-1)
+def nearest(
+    x: torch.Tensor, centroids: torch.Tensor, squares: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Squared distance to, and index of, each row's nearest centroid (one GEMM, not cdist).
+
+    `squares` is `(x * x).sum(-1)` when the caller has it: Lloyd's iterations keep `x` fixed.
+    """
+    if squares is None:
+        squares = (x * x).sum(-1)
+    d = squares.unsqueeze(-1) - 2 * x @ centroids.T + (centroids * centroids).sum(-1)
     dist, idx = d.min(dim=1)
     return dist.clamp(min=0), idx
 
@@ -45,7 +52,7 @@ def kmeans(x: torch.Tensor, k: int, *, iters: int, generator: torch.Generator) -
         centroids[i] = x[idx]
         closest = torch.minimum(closest, distance_to(centroids[i]))
     for _ in range(iters):
-        dist, assign = nearest(x, centroids)
+        dist, assign = nearest(x, centroids, squares)
         counts = torch.bincount(assign, minlength=k)
         sums = torch.zeros_like(centroids).index_add_(0, assign, x)
         new = sums / counts.clamp(min=1).unsqueeze(-1).to(x.dtype)
