@@ -36,7 +36,7 @@ from reelserve.models.text_towers import TOKENIZER_FILE, TOWER_FILE, tower_spec
 from reelserve.models.text_vector import TextVector
 from reelserve.models.vision_tower import load_efficientnet_lite0
 from reelserve.serving.asr import WHISPER_DIR
-from reelserve.serving.onnx_runtime import ort_session
+from reelserve.serving.onnx_runtime import SLOW_FUSIONS, ort_session
 from reelserve.serving.text_tokenize import TextTokenizer
 from reelserve.spec import contract as c
 from reelserve.spec.topology import asr_served
@@ -222,7 +222,7 @@ def export_cpu(
     cache = EmbeddingCache(default_cache_dir() if embedding_cache else None)
     text_side = [
         file_digest(text_graph), file_digest(version_dirs[c.PREPROCESS] / TOKENIZER_FILE),
-        f"onnxruntime=={importlib.metadata.version('onnxruntime')}",
+        f"onnxruntime=={importlib.metadata.version('onnxruntime')}", f"disabled_optimizers={','.join(SLOW_FUSIONS)}",
     ]  # fmt: skip
 
     def embed(texts: list[str], desc: str) -> torch.Tensor:

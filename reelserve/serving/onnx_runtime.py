@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# Graph fusions left out because ONNX Runtime's CPU kernels for what they fuse into are slower than
+# the ops they replace: in the text graph, SkipLayerNormalization took 9.5% of the time against
+# 1.2% for LayerNormalization and its Add, BiasGelu 4.8% against Gelu's 2.7%; without them the
+# export's corpus runs 1.09x and text_features 1.08x faster (docs/benchmarks.md, "Two slow fusions").
+SLOW_FUSIONS = ("SkipLayerNormFusion", "BiasGeluFusion")
 
-def ort_session(path: Path, threads: int):
-    """A CPU session of `path`; `threads` intra-op threads (0: ONNX Runtime decides), idle ones sleep."""
+
+def ort_session(path: Path, threads: int, *, optimized_model: Path | None = None):
+    """A CPU session of `path`; `threads` intra-op threads (0: ONNX Runtime decides), idle ones sleep.
+
+    `optimized_model`: also write the graph as ONNX Runtime optimized it, to see what runs.
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -17,4 +26,8 @@ def ort_session(path: Path, threads: int):
     # Idle ORT worker threads spin by default, burning the cores the other steps (and the other
     # encoder's session) need next: measured +2-4 ms per step on 2 cores (docs/benchmarks.md).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    if optimized_model is not None:
+        options.optimized_model_filepath = str(optimized_model)
+    return ort.InferenceSession(
+        str(path), options, providers=["CPUExecutionProvider"], disabled_optimizers=list(SLOW_FUSIONS)
+    )
