@@ -45,6 +45,7 @@ from . import repository
 from .asr_model import assemble_whisper, require_packages
 from .concepts import imagenet_1k_classes, imagenet_21k_concepts
 from .fingerprint import export_fingerprint
+from .ocr_graphs import write_ocr_graphs
 from .onnx_export import export_onnx
 from .parity import ExportError, check_parity, parity_clips
 from .semantic_ids import assign_codes, codebook_stats, codebook_version, fit_residual_codebooks, reconstruction_error
@@ -196,7 +197,8 @@ def export_cpu(
     # export is one core of Python, so on 2 cores the vision stage costs only the wait for its result.
     beside = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
     vision_job = beside.submit(_vision_graph, version_dirs[c.VISION_ENCODER] / "model.onnx", real_frames.numpy())
-    beside.shutdown(wait=False)  # the job runs on; the worker exits after it
+    ocr_job = beside.submit(write_ocr_graphs, version_dirs[c.OCR])  # then the folded PP-OCR graphs, same process
+    beside.shutdown(wait=False)  # the jobs run on; the worker exits after them
     done()
 
     ids, amask, _ = tokenizer.encode(titles)
@@ -266,11 +268,12 @@ def export_cpu(
         tag_temperature=h.tag_temperature,
     ).eval()
 
-    done = stage("vision ONNX")  # the wait for the second process (exported beside the text side)
+    done = stage("vision ONNX")  # the wait for the second process (the vision and OCR graphs, beside the text side)
     try:
         logits, report.parity[c.VISION_ENCODER] = vision_job.result()
+        report.parity[c.OCR] = ocr_job.result()
     except BrokenProcessPool as e:  # killed (out of memory?) before it could say why
-        raise ExportError(f"the vision encoder's export process died: {e}") from e
+        raise ExportError(f"the export's second process (vision encoder, OCR graphs) died: {e}") from e
     frame_logits = torch.from_numpy(logits)
     done()
 

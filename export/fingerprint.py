@@ -42,6 +42,7 @@ PACKAGES = (
     "onnx",
     "onnxscript",
     "onnxruntime",  # embeds the class names and the corpus, quantizes the corpus graph
+    "rapidocr-onnxruntime",  # the PP-OCR graphs the export folds for the `ocr` step
     "tokenizers",
 )
 

@@ -9,10 +9,11 @@ Batch invariance: the same texts alone vs in batches of 16 (int8 scales activati
 Speed: texts/s on short multilingual comments. Vision: static int8 (QDQ, per-channel, calibrated on
 frames of four demo clips) vs fp32 on the frames of the three others: logits cosine, top-1 agreement,
 frames/s. `SERVE_MIN_COSINE` is the bar a graph must clear to be served.
-OCR: the `ocr` step's PP-OCRv4 detector and recogniser, int8 convolutions calibrated on the demo
-clips' frames (`export/quantize.py`): ms per demo clip of each model, the demo clips' text, and on
-held-out captioned frames (captions x photos x sizes) whether the lines stay the same and whether
-each reads the caption exactly. `OCR_MIN_SAME` is the share of frames that must keep their lines.
+OCR: the `ocr` step's PP-OCRv4 detector and recogniser as served (folded, `export/ocr_graphs.py`),
+int8 convolutions calibrated on the demo clips' frames (`export/quantize.py`): ms per demo clip of
+each model, the demo clips' text, and on held-out captioned frames (captions x photos x sizes)
+whether the lines stay the same and whether each reads the caption exactly. `OCR_MIN_SAME` is the
+share of frames that must keep their lines.
 
 Run: `python -m reelserve.loadtests.int8_bench` (also the `int8` row of `make bench`).
 """
@@ -24,7 +25,7 @@ import itertools
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -157,20 +158,6 @@ def vision_rows(repository: Path, work: Path) -> tuple[list[dict], list[str]]:
     return rows, lines
 
 
-class _Recorder:
-    """An ONNX Runtime session that keeps every feed it runs: calibration data, then timing replays."""
-
-    def __init__(self, session) -> None:
-        self.session, self.feeds = session, []
-
-    def run(self, outputs, feeds, *args):
-        self.feeds.append(dict(feeds))
-        return self.session.run(outputs, feeds, *args)
-
-    def __getattr__(self, name: str):
-        return getattr(self.session, name)
-
-
 def _ms_per_clip(session, feeds: Sequence[dict], clips: int, rounds: int = 5) -> float:
     times = []
     for _ in range(rounds):
@@ -187,18 +174,22 @@ def ocr_rows(
     captions: Sequence[str] = OCR_CAPTIONS,
     photos: Sequence[str] = OCR_PHOTOS,
     sizes: Sequence[tuple[int, int]] = OCR_SIZES,
+    graphs: Mapping[str, Path] | None = None,
 ) -> tuple[list[dict], list[str]]:
-    """-> parity rows, speed lines (static int8 of the OCR detector and recogniser)."""
+    """-> parity rows, speed lines (static int8 of the OCR detector and recogniser).
+
+    `graphs`: the fp32 graphs to quantize and compare with (the served, folded ones); None: the package's.
+    """
     from reelserve.export.quantize import quantize_ocr_graph
     from reelserve.samples import draw_caption, ken_burns_frames, load_photo
     from reelserve.serving.ocr import OnScreenTextReader, line_key
-    from reelserve.serving.onnx_runtime import ort_session
+    from reelserve.serving.onnx_runtime import RecordingSession, ort_session
 
     from .ocr_bench import demo_clip_frames
 
-    reader = OnScreenTextReader(min_score=DEFAULT.ocr.min_score, threads=DEFAULT.ocr.ort_threads)
+    reader = OnScreenTextReader(min_score=DEFAULT.ocr.min_score, threads=DEFAULT.ocr.ort_threads, graphs=graphs)
     clips, max_chars = demo_clip_frames(), DEFAULT.ocr.max_chars
-    recorders = {name: _Recorder(runner.session) for name, runner in reader.runners.items()}
+    recorders = {name: RecordingSession(runner.session) for name, runner in reader.runners.items()}
 
     def read_with(sessions: dict, frames: Sequence[np.ndarray]) -> tuple[list[str], list[list[str]]]:
         for name, runner in reader.runners.items():
@@ -265,10 +256,12 @@ def verdict(rows: list[dict]) -> str:
 
 def run(repository: Path) -> list[str]:
     """Both towers and the OCR models; -> printable lines."""
+    from reelserve.serving.ocr import repository_graphs
+
     with tempfile.TemporaryDirectory(prefix="reelserve-int8-") as tmp:
         text, text_speed = text_rows(repository, Path(tmp))
         vision, vision_speed = vision_rows(repository, Path(tmp))
-        ocr, ocr_speed = ocr_rows(Path(tmp))
+        ocr, ocr_speed = ocr_rows(Path(tmp), graphs=repository_graphs(repository / c.OCR / "1"))  # as served
     return [
         *format_rows("int8 text graph vs fp32", text), verdict(text), *text_speed,
         *format_rows("int8 vision graph vs fp32", vision), verdict(vision), *vision_speed,

@@ -17,6 +17,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import numpy as np
 
 from reelserve.config import DEFAULT, ReelserveConfig
 from reelserve.export.repository import write_twin
+from reelserve.spec import contract as c
 
 # (width, height): the demo clips; any 9:16 upload of 360p or more capped at 640 (the default); capped at 960
 SIZES = ((288, 512), (360, 640), (540, 960))
@@ -49,11 +51,11 @@ def _read_timed(reader, frame: np.ndarray, caption: str, repeats: int) -> dict:
     return {"lines": len(lines), "read": read, **_ms(times)}
 
 
-def _reader():
-    """The `ocr` step's reader with the default settings."""
+def _reader(graphs: Mapping[str, Path] | None = None):
+    """The `ocr` step's reader with the default settings; `graphs` None: the package's own graphs."""
     from reelserve.serving.ocr import OnScreenTextReader
 
-    return OnScreenTextReader(min_score=DEFAULT.ocr.min_score, threads=DEFAULT.ocr.ort_threads)
+    return OnScreenTextReader(min_score=DEFAULT.ocr.min_score, threads=DEFAULT.ocr.ort_threads, graphs=graphs)
 
 
 def per_frame(repeats: int = 20, reader=None) -> list[dict]:
@@ -134,6 +136,25 @@ def together_vs_alone(clips_per_call: tuple[int, ...] = (1, 4), rounds: int = 8,
     return rows
 
 
+def folded_vs_package(model_repository: Path, rounds: int = 8) -> dict:
+    """ms per demo clip (the step's read, 1 clip per call): the package's PP-OCR graphs vs the served, folded ones."""
+    from reelserve.serving.ocr import repository_graphs
+
+    clips, max_chars = demo_clip_frames(), DEFAULT.ocr.max_chars
+    readers = {"package": _reader(), "folded": _reader(repository_graphs(model_repository / c.OCR / "1"))}
+    texts = {name: [r.read_clip(frames, max_chars) for frames in clips] for name, r in readers.items()}  # + warm-up
+    times: dict[str, list[float]] = {name: [] for name in readers}
+    for _ in range(rounds):  # alternated, so a slow moment of a shared machine hits both
+        for name, reader in readers.items():
+            start = time.perf_counter()
+            for frames in clips:
+                reader.read_clip(frames, max_chars)
+            times[name].append((time.perf_counter() - start) / len(clips))
+    package, folded = (statistics.median(times[k]) * 1000 for k in readers)
+    same = texts["package"] == texts["folded"]
+    return {"package_ms": package, "folded_ms": folded, "ratio": package / folded, "same": same}
+
+
 def ocr_off_repository(src: Path, dst: Path, cfg: ReelserveConfig = DEFAULT) -> Path:
     """`src`'s artifacts under the configs the generator writes for `cfg` with OCR off."""
     return write_twin(src, dst, replace(cfg, ocr=replace(cfg.ocr, frames=0)))
@@ -143,7 +164,6 @@ def served(model_repository: Path, rounds: int = 6) -> dict[str, dict]:
     """Sequential `video_features` over the demo clips, OCR on (as exported) and off."""
     from reelserve.client import VideoFeaturesClient
     from reelserve.samples import demo_videos
-    from reelserve.spec import contract as c
     from reelserve.triton.server import TritonServer
 
     from .served import replay_server_config
@@ -175,7 +195,9 @@ def served(model_repository: Path, rounds: int = 6) -> dict[str, dict]:
 
 def run(model_repository: Path, *, repeats: int = 20, rounds: int = 6) -> list[str]:
     """Both measurements; -> printable table lines."""
-    reader = _reader()
+    from reelserve.serving.ocr import repository_graphs
+
+    reader = _reader(repository_graphs(model_repository / c.OCR / "1"))  # as the step reads
     lines = [f"{'OCR per frame (W x H)':24s} {'printed text':>13s} {'read':>6s} {'p50 ms':>8s} {'p90 ms':>8s}"]
     for r in per_frame(repeats, reader):
         text = "2 lines" if r["text"] else "none"
@@ -193,6 +215,11 @@ def run(model_repository: Path, *, repeats: int = 20, rounds: int = 6) -> list[s
         name = f"{r['clips_per_call']} clip(s) per step call"
         same = "yes" if r["same"] else "NO"
         lines.append(f"{name:30s} {r['alone_ms']:9.1f} {r['together_ms']:12.1f} {r['ratio']:5.2f}x {same:>5s}")
+    r = folded_vs_package(model_repository)
+    same = "yes" if r["same"] else "NO"
+    lines.append(f"{'PP-OCR graphs, per demo clip':30s} {'package':>9s} {'folded':>12s} {'ratio':>6s} {'same':>5s}")
+    row = f"{r['package_ms']:9.1f} {r['folded_ms']:12.1f} {r['ratio']:5.2f}x {same:>5s}"
+    lines.append(f"{'1 clip per step call':30s} {row}")
     lines.append("")
     lines.append(f"{'video_features, sequential':30s} {'p50 ms':>8s} {'p99 ms':>8s}  (7 demo clips x {rounds})")
     for name, r in served(model_repository, rounds).items():

@@ -38,6 +38,7 @@ from reelserve.models.text_towers import TOKENIZER_FILE, TOWER_FILE, tower_spec
 from reelserve.models.text_vector import TextVector
 from reelserve.models.vision_tower import VisionTower, load_efficientnet_lite0
 from reelserve.serving.asr import WHISPER_DIR
+from reelserve.serving.ocr import GRAPH_FILES
 from reelserve.serving.text_tokenize import TextTokenizer
 from reelserve.spec import contract as c
 from reelserve.spec.topology import GPU_ENGINES
@@ -239,7 +240,7 @@ def write_gpu_repository(root: Path, cfg: ReelserveConfig, cpu_repository: Path,
     }
     for step, files in (
         (c.PREPROCESS, [TOKENIZER_FILE, TOWER_FILE]),
-        (c.OCR, [TOKENIZER_FILE, TOWER_FILE]),
+        (c.OCR, [TOKENIZER_FILE, TOWER_FILE, *GRAPH_FILES.values()]),
         (c.FUSION_HEADS, ["model.onnx", "heads.npz", "heads.json"]),
     ):
         for name in files:

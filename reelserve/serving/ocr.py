@@ -8,8 +8,10 @@ settings, call its steps over many frames at once, and merge what it reads on th
   shorter side *up* to 736 px, 3x the work on a 288x512 phone clip for no better reading;
 - no angle classifier: text burned into a video is upright, and the classifier costs a model call
   per line;
-- its ONNX Runtime sessions are rebuilt with our options (idle worker threads do not spin: the
-  other steps need those cores; see `onnx_runtime.ort_session`);
+- the step opens the repository's copies of the package's two graphs, with their scalar affine
+  layers folded into the convolutions (`export/ocr_graphs.py`: the same lines, 1.3x faster), with
+  our session options (idle worker threads do not spin: the other steps need those cores; see
+  `onnx_runtime.ort_session`); without `graphs`, the package's own graphs, the reference;
 - every frame of a step call is read at once: same-size frames go through the detector
   `DETECT_BATCH` at a time, and the lines found on all of them through the recogniser in one call
   (which sorts them by width and pads each session batch to its widest, as the package does for
@@ -22,7 +24,8 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -30,6 +33,12 @@ from .onnx_runtime import ort_session
 
 _WHITESPACE = re.compile(r"\s+")
 DETECT_BATCH = 2  # same-size frames per detector run: larger batches were no faster on 2 cores
+GRAPH_FILES = {"detector": "ocr_detector.onnx", "recogniser": "ocr_recogniser.onnx"}  # in the `ocr` step's folder
+
+
+def repository_graphs(version_dir: Path) -> dict[str, Path]:
+    """The folded PP-OCR graphs the export wrote for the `ocr` step, by model."""
+    return {name: version_dir / file for name, file in GRAPH_FILES.items()}
 
 
 def line_key(line: str) -> str:
@@ -59,7 +68,8 @@ def merge_lines(frames_lines: Iterable[Sequence[str]], max_chars: int) -> str:
 class OnScreenTextReader:
     """One PP-OCR pipeline (detector + recogniser), loaded once per `ocr` step instance."""
 
-    def __init__(self, *, min_score: float = 0.5, threads: int = 0) -> None:
+    def __init__(self, *, min_score: float = 0.5, threads: int = 0, graphs: Mapping[str, Path] | None = None) -> None:
+        """`graphs`: the models' ONNX files by name (`GRAPH_FILES`'s keys); None: the package's own."""
         from rapidocr_onnxruntime import RapidOCR
 
         self.min_score = min_score
@@ -69,10 +79,14 @@ class OnScreenTextReader:
             text_score=min_score,
             use_cls=False,
         )
-        for runner in self.runners.values():
-            path = getattr(runner.session, "_model_path", None)  # ORT keeps the file it loaded
-            if path:  # else keep the package's session: slower when idle threads spin, same answers
-                runner.session = ort_session(path, threads)
+        for name, runner in self.runners.items():
+            path = graphs[name] if graphs is not None else getattr(runner.session, "_model_path", None)
+            if path:  # ORT keeps the file it loaded; else keep the package's session (its idle threads spin)
+                runner.session = ort_session(Path(path), threads)
+
+    def graph_paths(self) -> dict[str, Path]:
+        """The ONNX file each model was loaded from, by name."""
+        return {name: Path(runner.session._model_path) for name, runner in self.runners.items()}
 
     @property
     def runners(self) -> dict[str, object]:

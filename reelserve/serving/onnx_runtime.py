@@ -31,3 +31,24 @@ def ort_session(path: Path, threads: int, *, optimized_model: Path | None = None
     return ort.InferenceSession(
         str(path), options, providers=["CPUExecutionProvider"], disabled_optimizers=list(SLOW_FUSIONS)
     )
+
+
+class RecordingSession:
+    """A session that keeps every call's feeds and outputs: the inputs a pipeline really gives a model,
+    to calibrate a quantizer with, time, or replay through another graph."""
+
+    def __init__(self, session) -> None:
+        self.session = session
+        self.calls: list[tuple[dict, list]] = []
+
+    @property
+    def feeds(self) -> list[dict]:
+        return [feeds for feeds, _ in self.calls]
+
+    def run(self, outputs, feeds, *args):
+        result = self.session.run(outputs, feeds, *args)
+        self.calls.append((dict(feeds), result))
+        return result
+
+    def __getattr__(self, name: str):
+        return getattr(self.session, name)

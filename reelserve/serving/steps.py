@@ -250,9 +250,11 @@ class OcrStep(Step):
         self.tokenizer = TextTokenizer.from_folder(self.version_dir, self.text)
         self.reader = None
         if self.ocr.frames > 0:  # the OCR models load only when OCR is on
-            from .ocr import OnScreenTextReader
+            from .ocr import OnScreenTextReader, repository_graphs
 
-            self.reader = OnScreenTextReader(min_score=self.ocr.min_score, threads=self.ocr.ort_threads)
+            self.reader = OnScreenTextReader(
+                min_score=self.ocr.min_score, threads=self.ocr.ort_threads, graphs=repository_graphs(self.version_dir)
+            )
 
     def read(self, clips: Sequence[Sequence[np.ndarray]]) -> list[str]:
         """Printed text of every clip of the step call, read together; a failure is retried clip by clip."""

@@ -6,7 +6,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from reelserve.export.repository import read_step_settings
-from reelserve.loadtests.ocr_bench import demo_clip_frames, ocr_off_repository, per_frame, together_vs_alone
+from reelserve.loadtests.ocr_bench import (
+    demo_clip_frames,
+    folded_vs_package,
+    ocr_off_repository,
+    per_frame,
+    together_vs_alone,
+)
 from reelserve.spec import contract as c
 
 
@@ -33,6 +39,11 @@ def test_together_vs_alone_reads_the_same_text_both_ways() -> None:
     rows = together_vs_alone(clips_per_call=(1, 4), rounds=1)
     assert [r["clips_per_call"] for r in rows] == [1, 4]
     assert all(r["same"] and r["alone_ms"] > 0 and r["together_ms"] > 0 for r in rows), rows
+
+
+def test_folded_vs_package_reads_the_same_text_with_both(model_repository: Path) -> None:
+    r = folded_vs_package(model_repository, rounds=1)
+    assert r["same"] and r["package_ms"] > 0 and r["folded_ms"] > 0, r
 
 
 def test_demo_clips_carry_printed_text_to_compare() -> None:
