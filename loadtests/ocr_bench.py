@@ -5,7 +5,8 @@ frames of the sizes it gets after `preprocess` caps them (longer side <= `OcrCon
 640 by default; 960 shown for comparison), with two printed lines and with none, and whether it
 read both lines (spaces aside). Per clip: the demo clips' OCR frames read frame by frame through
 the package's own pipeline vs read together as the `ocr` step does (a step call of 1 or 4 clips),
-alternated round by round, and whether both read the same text. Served: the same repository
+alternated round by round, and whether both read the same text; and the package's PP-OCR graphs
+vs the export's folded ones (`export/ocr_graphs.py`), the text both read. Served: the same repository
 twice, as exported and as its twin with `ocr.frames = 0` written by the generator
 (`repository.write_twin`: artifacts linked, not copied), sequential calls of the demo clips.
 Run: `python -m reelserve.loadtests.ocr_bench`.
