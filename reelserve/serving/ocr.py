@@ -79,6 +79,7 @@ class OnScreenTextReader:
             text_score=min_score,
             use_cls=False,
         )
+        self._normalised: dict[tuple[float, ...], np.ndarray] = {}  # detector_input's tables
         for name, runner in self.runners.items():
             path = graphs[name] if graphs is not None else getattr(runner.session, "_model_path", None)
             if path:  # ORT keeps the file it loaded; else keep the package's session (its idle threads spin)
@@ -105,6 +106,28 @@ class OnScreenTextReader:
         result, _ = self.engine(np.ascontiguousarray(rgb[:, :, ::-1]), use_cls=False)
         return [text for _box, text, score in result or [] if float(score) >= self.min_score and text.strip()]
 
+    def detector_input(self, image: np.ndarray) -> np.ndarray | None:
+        """The package's detector pre-processing of a BGR uint8 image (resize to multiples of 32, scale,
+        normalise, CHW), bit for bit; None when the image is too small to resize.
+
+        The package normalises in float64 and then casts: 3-8 ms for a 288x512 frame. Pixels are uint8,
+        so the same arithmetic on the 256 values of each channel, looked up, gives the same floats in
+        0.7 ms.
+        """
+        pre = self.engine.text_det.get_preprocess(max(image.shape[:2]))
+        resized = pre.resize(image)
+        if resized is None or resized.dtype != np.uint8 or resized.ndim != 3 or resized.shape[2] != 3:
+            return None if resized is None else pre(image)
+        key = (pre.scale, *np.asarray(pre.mean).ravel(), *np.asarray(pre.std).ravel())
+        table = self._normalised.get(key)
+        if table is None:  # the package's own expression, on every uint8 value: [256, 3] float32
+            values = np.arange(256).astype("float32")[:, None]
+            table = self._normalised[key] = ((values * pre.scale - pre.mean) / pre.std).astype(np.float32)
+        out = np.empty((1, 3, *resized.shape[:2]), np.float32)
+        for channel in range(3):
+            np.take(table[:, channel], resized[:, :, channel], out=out[0, channel])
+        return out
+
     def read_frames(self, frames: Sequence[np.ndarray]) -> list[list[str]]:
         """Lines printed on each frame (as `read`), detecting and recognising across the frames."""
         engine, detector = self.engine, self.engine.text_det
@@ -116,7 +139,7 @@ class OnScreenTextReader:
             bgr = np.ascontiguousarray(rgb[:, :, ::-1])  # the package's convention for arrays (OpenCV's)
             image, _, _ = engine.preprocess(bgr)
             image, _ = engine.maybe_add_letterbox(image, {})
-            tensor = detector.get_preprocess(max(image.shape[:2]))(image)
+            tensor = self.detector_input(image)
             if tensor is None:
                 continue
             images[i] = image

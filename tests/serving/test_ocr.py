@@ -98,3 +98,16 @@ def test_sessions_are_ours_idle_threads_do_not_spin(reader: OnScreenTextReader) 
     for runner in (reader.engine.text_det.infer, reader.engine.text_rec.session):
         config = runner.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
         assert config == "0", runner
+
+
+@pytest.mark.parametrize("shape", [(512, 288, 3), (640, 360, 3), (301, 517, 3), (960, 540, 3)])
+def test_detector_input_is_the_packages_preprocessing_bit_for_bit(reader: OnScreenTextReader, shape) -> None:
+    image = np.random.default_rng(shape[0]).integers(0, 256, shape, dtype=np.uint8)
+    want = reader.engine.text_det.get_preprocess(max(shape[:2]))(image)
+    got = reader.detector_input(image)
+    assert got.dtype == want.dtype == np.float32 and got.shape == want.shape
+    assert np.array_equal(got, want)
+
+
+def test_detector_input_of_an_image_too_small_to_resize_is_none(reader: OnScreenTextReader) -> None:
+    assert reader.detector_input(np.zeros((10, 12, 3), np.uint8)) is None
