@@ -1,14 +1,12 @@
-"""int8 variants of the exported fp32 graphs (ONNX Runtime's quantizer): what `int8_bench` measures.
+"""int8 variants of the exported fp32 graphs: what `int8_bench` measures.
 
-Neither is served: on this CPU they miss the parity bar (docs/decisions.md, "int8 towers"), and
-the bench re-measures that on any machine; nor are the int8 PP-OCR models, whose text changes
-(docs/benchmarks.md, "Levers tried and not kept"). The text graph is quantized dynamically (int8 weights
-per output channel, activations scaled per call) with the two settings that measured best on the
-2-core AVX2 machine: `reduce_range` (7-bit weights: without VNNI the u8 x s8 multiply-add
-saturates; text-vector cosine min 0.98 -> 0.995) and the feed-forward output projections kept fp32
-(the GELU output they read has outliers; 0.9946 -> 0.9974). The vision graph only statically
-(scales calibrated on real frames), as a CNN must be; the OCR models likewise, their convolutions
-only (per channel, QLinearConv: the other variants measured changed a demo clip's text).
+The text graph: SmoothQuant-style per-channel smoothing calibrated on held-out texts, then u8
+activations scaled per token times s8 weights per output column (MatMulInteger), the feed-forward
+down projections weight-only int8 (MatMulNBits): centred-embedding cosine to fp32 >= 0.997 on
+this 2-core machine, 1.3x the fp32 texts/s (docs/decisions.md, "int8 towers"). The vision graph
+only statically (scales calibrated on real frames), as a CNN must be: it misses the parity bar
+and is not served; nor are the int8 PP-OCR models (their convolutions only, per channel,
+QLinearConv), whose text changes (docs/benchmarks.md, "Levers tried and not kept").
 """
 
 from __future__ import annotations
@@ -37,8 +35,11 @@ def ffn_output_matmuls(path: Path) -> list[str]:
     """Names of the MatMuls that read a GELU's output (the feed-forward down projections)."""
     import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
-    producer = {out: node for node in model.graph.node for out in node.output}
+    return _ffn_output_matmuls(onnx.load(str(path), load_external_data=False).graph)
+
+
+def _ffn_output_matmuls(graph) -> list[str]:
+    producer = {out: node for node in graph.node for out in node.output}
     gelu_ops = {"Gelu", "FastGelu", "BiasGelu"}
 
     def from_gelu(name: str) -> bool:
@@ -46,28 +47,150 @@ def ffn_output_matmuls(path: Path) -> list[str]:
         # the dynamo exporter names the decomposed GELU's output `gelu*` when it is not one op
         return node is not None and (node.op_type in gelu_ops or name.startswith("gelu"))
 
-    return [n.name for n in model.graph.node if n.op_type == "MatMul" and from_gelu(n.input[0])]
+    return [n.name for n in graph.node if n.op_type == "MatMul" and from_gelu(n.input[0])]
 
 
-def quantize_text_graph(src: Path, dst: Path) -> Path:
-    """`src` (fp32 text encoder) -> `dst`, int8 as the module doc says; the fp32 file is not touched."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+SMOOTHING_ALPHA = 0.5  # SmoothQuant's migration strength: half of each channel's range moves into the weights
+# u8 x s8 without VNNI (AVX2's vpmaddubsw) adds products in pairs into int16, which saturates past 32767:
+# |activation| <= ACTIVATION_LEVELS around ACTIVATION_ZERO_POINT and |weight| <= WEIGHT_LEVELS keep every pair inside.
+ACTIVATION_LEVELS, ACTIVATION_ZERO_POINT, WEIGHT_LEVELS = 127, 128, 63
+WEIGHT_BLOCK = 64  # weight-only int8: one scale per 64 weights of a column (k128 is faster but not batch-invariant)
 
-    keep_fp32 = ffn_output_matmuls(src)
-    if not keep_fp32:
+
+def text_calibration_feeds(tokenizer, class_prompt: str, batch: int = 16) -> Iterator[dict[str, np.ndarray]]:
+    """Token feeds of texts the int8 parity check never reads: every 60th concept from the 17th, 200 comments.
+
+    `int8_bench` measures parity on every 40th concept (disjoint: 17 + 60k is odd, 40j even) and the demo titles.
+    """
+    from reelserve.samples import comments
+    from reelserve.spec import contract as c
+
+    from .concepts import imagenet_21k_concepts
+
+    texts = [class_prompt.format(name=k.name) for k in imagenet_21k_concepts()[17::60]] + comments(200, seed=7)
+    for i in range(0, len(texts), batch):
+        ids, mask = tokenizer.encode(texts[i : i + batch])[:2]
+        yield {c.INPUT_IDS.name: ids, c.ATTENTION_MASK.name: mask}
+
+
+def _channel_max(model, tensors: list[str], calibration: Iterable[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """max |x| per last-axis channel of each tensor over the calibration feeds (padding tokens left out)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from reelserve.spec import contract as c
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    del probe.graph.output[:]
+    probe.graph.output.extend(helper.make_tensor_value_info(t, TensorProto.FLOAT, None) for t in tensors)
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    amax: dict[str, np.ndarray] = {}
+    for feeds in calibration:
+        mask = np.asarray(feeds.get(c.ATTENTION_MASK.name, [])).astype(bool)
+        for name, x in zip(tensors, session.run(tensors, dict(feeds)), strict=True):
+            rows = x[mask] if x.shape[:-1] == mask.shape else x.reshape(-1, x.shape[-1])
+            amax[name] = np.maximum(amax.get(name, 0.0), np.abs(rows).max(0))
+    if not amax:
+        raise ValueError("no calibration feeds")
+    return amax
+
+
+def _blockwise_int8(w: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """[K, N] fp32 -> MatMulNBits' 8-bit B [N, K/block, block] (uint8, zero point 128) and scales [N * K/block].
+
+    Our own packing: ONNX Runtime 1.32's 8-bit MatMulNBits quantizer rounds to 16 levels (measured).
+    """
+    k, n = w.shape
+    blocks = w.T.reshape(n, k // block, block)
+    scale = np.abs(blocks).max(-1) / 127.0
+    scale[scale == 0] = 1.0
+    q = np.clip(np.rint(blocks / scale[..., None]), -127, 127).astype(np.int16) + 128
+    return q.astype(np.uint8), scale.astype(np.float32).reshape(-1)
+
+
+def quantize_text_graph(src: Path, dst: Path, calibration: Iterable[Mapping[str, np.ndarray]]) -> Path:
+    """`src` (fp32 text encoder) -> `dst`: every weight MatMul int8, activations scaled per token.
+
+    Per token (each row its own scale, so a text's vector does not depend on its batch), after
+    SmoothQuant smoothing (`SMOOTHING_ALPHA`, channel ranges from `calibration`): u8 x s8
+    MatMulInteger, weights per output column. The feed-forward down projections are weight-only
+    int8 (MatMulNBits, `WEIGHT_BLOCK`) instead: the GELU output they read has outlier channels
+    that per-token int8 cannot hold. Measured choices: docs/decisions.md, "int8 towers".
+    """
+    import onnx
+    from onnx import TensorProto, helper
+    from onnx import numpy_helper as nh
+
+    model = onnx.load(str(src))
+    weights = {i.name: i for i in model.graph.initializer}
+    targets = [
+        n for n in model.graph.node if n.op_type == "MatMul" and len(getattr(weights.get(n.input[1]), "dims", ())) == 2
+    ]
+    down = set(_ffn_output_matmuls(model.graph))
+    if not down:
         raise ValueError(f"{src}: no MatMul reads a GELU output; is this a text encoder graph?")
+    weight_only = {n.name for n in targets if n.name in down and weights[n.input[1]].dims[0] % WEIGHT_BLOCK == 0}
+    amax = _channel_max(model, sorted({n.input[0] for n in targets if n.name not in weight_only}), calibration)
+    assert 2 * (ACTIVATION_ZERO_POINT + ACTIVATION_LEVELS) * WEIGHT_LEVELS <= 32767, "int16 pair sums saturate"
+    consts = {
+        "rq_levels": np.float32(ACTIVATION_LEVELS), "rq_zpf": np.float32(ACTIVATION_ZERO_POINT),
+        "rq_zp": np.uint8(ACTIVATION_ZERO_POINT), "rq_eps": np.float32(1e-12), "rq_axes": np.array([-1], np.int64),
+    }  # fmt: skip
+    model.graph.initializer.extend(nh.from_array(np.asarray(v), k) for k, v in consts.items())
+    rewrite = {id(n) for n in targets}
+    nodes, dropped = [], set()
+    for node in model.graph.node:
+        if id(node) not in rewrite:
+            nodes.append(node)
+            continue
+        a, b = node.input
+        w = nh.to_array(weights[b]).astype(np.float32)
+        dropped.add(b)
+        if node.name in weight_only:
+            q, scale = _blockwise_int8(w, WEIGHT_BLOCK)
+            model.graph.initializer.extend([nh.from_array(q, f"{b}_q8"), nh.from_array(scale, f"{b}_q8_scale")])
+            nodes.append(helper.make_node(
+                "MatMulNBits", [a, f"{b}_q8", f"{b}_q8_scale"], list(node.output), name=f"{node.name}_q8",
+                domain="com.microsoft", K=w.shape[0], N=w.shape[1], bits=8, block_size=WEIGHT_BLOCK, accuracy_level=4,
+            ))  # fmt: skip
+            continue
+        alpha = SMOOTHING_ALPHA
+        smooth = np.maximum(amax[a], 1e-5) ** alpha / np.maximum(np.abs(w).max(1), 1e-5) ** (1 - alpha)
+        w = w * smooth[:, None]
+        scale = np.abs(w).max(0) / WEIGHT_LEVELS
+        scale[scale == 0] = 1.0
+        model.graph.initializer.extend([
+            nh.from_array(np.rint(w / scale).astype(np.int8), f"{b}_s8"),
+            nh.from_array(scale.astype(np.float32), f"{b}_s8_scale"),
+            nh.from_array((1.0 / smooth).astype(np.float32), f"{b}_smooth"),
+        ])  # fmt: skip
+        t = (node.name or b) + "_rq_"
+        nodes += [
+            helper.make_node("Mul", [a, f"{b}_smooth"], [t + "x"]),
+            helper.make_node("Abs", [t + "x"], [t + "abs"]),
+            helper.make_node("ReduceMax", [t + "abs", "rq_axes"], [t + "max"], keepdims=1),
+            helper.make_node("Max", [t + "max", "rq_eps"], [t + "max_"]),
+            helper.make_node("Div", [t + "max_", "rq_levels"], [t + "scale"]),  # per token
+            helper.make_node("Div", [t + "x", t + "scale"], [t + "xs"]),
+            helper.make_node("Round", [t + "xs"], [t + "xr"]),
+            helper.make_node("Add", [t + "xr", "rq_zpf"], [t + "xu"]),
+            helper.make_node("Cast", [t + "xu"], [t + "u8"], to=TensorProto.UINT8),
+            helper.make_node("MatMulInteger", [t + "u8", f"{b}_s8", "rq_zp"], [t + "i32"]),
+            helper.make_node("Cast", [t + "i32"], [t + "f32"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", [t + "f32", f"{b}_s8_scale"], [t + "y"]),
+            helper.make_node("Mul", [t + "y", t + "scale"], list(node.output)),
+        ]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    kept = [i for i in model.graph.initializer if i.name not in dropped]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     dst.parent.mkdir(parents=True, exist_ok=True)
-    with _quiet_root_logger():
-        quantize_dynamic(
-            str(src),
-            str(dst),
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            reduce_range=True,
-            op_types_to_quantize=["MatMul"],
-            nodes_to_exclude=keep_fp32,
-            extra_options={"MatMulConstBOnly": True},  # weights only: never attention's Q.K^T or P.V
-        )
+    onnx.save(model, str(dst))
     return dst
 
 

@@ -452,3 +452,18 @@ def corrupt_audio(data: bytes, fmt: str = "mp4", seed: int = 0) -> bytes:
             packet.stream = target
             dst.mux(packet)
     return out.getvalue()
+
+
+# Short multilingual comments: what `text_features` sees at volume (text bench, int8 calibration)
+PHRASES = [
+    "this is so cute", "where did you buy that", "best video today", "my cat does the same thing",
+    "qué bonito", "me encanta este café", "太可爱了", "这个咖啡在哪里买的", "かわいすぎる", "どこで買えますか",
+    "너무 귀여워요", "اين اشتريت هذا", "बहुत प्यारा है", "quá dễ thương", "lucu banget", "очень мило",
+    "que lindo", "çok tatlı", "น่ารักมาก", "wow 🔥🔥", "who else is watching this at 3am",
+]  # fmt: skip
+
+
+def comments(n: int, seed: int = 0) -> list[str]:
+    """`n` short multilingual comments (1-4 phrases each), reproducible."""
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(PHRASES, size=int(rng.integers(1, 5)))) for _ in range(n)]

@@ -1,4 +1,4 @@
-"""export/quantize.py: which MatMuls stay fp32, and that the int8 graphs run and stay close (tiny graphs)."""
+"""export/quantize.py: which MatMuls go int8 and how, and that the int8 graphs run and stay close (tiny graphs)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,13 @@ import pytest
 import torch
 
 from reelserve.export.onnx_export import export_onnx
-from reelserve.export.quantize import ffn_output_matmuls, quantize_text_graph, quantize_vision_graph
+from reelserve.export.quantize import (
+    WEIGHT_LEVELS,
+    _blockwise_int8,
+    ffn_output_matmuls,
+    quantize_text_graph,
+    quantize_vision_graph,
+)
 from reelserve.serving.onnx_runtime import ort_session
 from reelserve.spec import contract as c
 
@@ -39,17 +45,54 @@ def _ops(path: Path) -> list[str]:
     return [n.op_type for n in onnx.load(str(path)).graph.node]
 
 
-def test_the_down_projection_stays_fp32(block_graph: Path, tmp_path: Path) -> None:
+def _calibration(n: int = 4) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(1)
+    return [{"x": rng.normal(size=(2, 5, 32)).astype(np.float32)} for _ in range(n)]
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+
+
+def test_projections_per_token_int8_and_the_down_projection_weight_only(block_graph: Path, tmp_path: Path) -> None:
     (down,) = ffn_output_matmuls(block_graph)
-    out = quantize_text_graph(block_graph, tmp_path / "int8.onnx")
+    out = quantize_text_graph(block_graph, tmp_path / "int8.onnx", _calibration())
     nodes = onnx.load(str(out)).graph.node
-    assert any(n.name == down and n.op_type == "MatMul" for n in nodes), "the GELU-fed MatMul is fp32"
-    assert "MatMulInteger" in _ops(out) or "DynamicQuantizeMatMul" in _ops(out), _ops(out)
+    assert [n.op_type for n in nodes if n.op_type.startswith("MatMul")] == ["MatMulInteger", "MatMulNBits"]
+    assert any(n.name == f"{down}_q8" for n in nodes), "the GELU-fed MatMul is the weight-only one"
     x = np.random.default_rng(0).normal(size=(3, 5, 32)).astype(np.float32)
     want = ort_session(block_graph, threads=1).run(None, {"x": x})[0]
     got = ort_session(out, threads=1).run(None, {"x": x})[0]
-    cos = (want * got).sum(-1) / (np.linalg.norm(want, axis=-1) * np.linalg.norm(got, axis=-1))
-    assert cos.min() > 0.99, cos.min()
+    assert _cosine(want, got).min() > 0.999, _cosine(want, got).min()
+
+
+def test_a_row_is_quantized_on_its_own(block_graph: Path, tmp_path: Path) -> None:
+    """Per-token scales: a row's output does not move when a row 100x larger shares its call."""
+    session = ort_session(quantize_text_graph(block_graph, tmp_path / "int8.onnx", _calibration()), threads=1)
+    x = np.random.default_rng(2).normal(size=(1, 5, 32)).astype(np.float32)
+    alone = session.run(None, {"x": x})[0]
+    beside = session.run(None, {"x": np.concatenate([x, 100 * x[:, ::-1]])})[0][:1]
+    np.testing.assert_allclose(beside, alone, rtol=1e-5, atol=1e-6)
+
+
+def test_no_int16_pair_sum_can_saturate(block_graph: Path, tmp_path: Path) -> None:
+    """Without VNNI, u8 x s8 adds products in pairs into int16: the weights are kept small enough for any input."""
+    out = onnx.load(str(quantize_text_graph(block_graph, tmp_path / "int8.onnx", _calibration())))
+    weights = {i.name: onnx.numpy_helper.to_array(i) for i in out.graph.initializer}
+    (matmul,) = [n for n in out.graph.node if n.op_type == "MatMulInteger"]
+    w, zero_point = weights[matmul.input[1]], int(weights[matmul.input[2]])
+    assert w.dtype == np.int8 and np.abs(w.astype(int)).max() == WEIGHT_LEVELS
+    assert 2 * 255 * WEIGHT_LEVELS <= 32767 and zero_point == 128
+
+
+def test_blockwise_int8_round_trips_within_half_a_step() -> None:
+    w = np.random.default_rng(3).normal(size=(128, 6)).astype(np.float32)
+    w[:, 5] = 0.0
+    q, scale = _blockwise_int8(w, 64)
+    assert q.shape == (6, 2, 64) and q.dtype == np.uint8 and scale.shape == (12,)
+    back = ((q.astype(np.float32) - 128) * scale.reshape(6, 2, 1)).reshape(6, 128).T
+    assert np.all(np.abs(back - w) <= scale.reshape(6, 2).repeat(64, 1).T / 2 + 1e-7)
+    np.testing.assert_array_equal(back[:, 5], 0.0)
 
 
 def test_a_graph_without_gelu_is_refused(tmp_path: Path) -> None:
@@ -57,7 +100,7 @@ def test_a_graph_without_gelu_is_refused(tmp_path: Path) -> None:
     export_onnx(torch.nn.Linear(4, 4), (torch.randn(2, 4),), path, input_names=["x"], output_names=["y"],
                 dynamic_axes={})  # fmt: skip
     with pytest.raises(ValueError, match="no MatMul reads a GELU output"):
-        quantize_text_graph(path, tmp_path / "int8.onnx")
+        quantize_text_graph(path, tmp_path / "int8.onnx", _calibration())
 
 
 def test_the_real_text_graph_keeps_one_matmul_per_layer(model_repository: Path) -> None:

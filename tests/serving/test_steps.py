@@ -152,7 +152,7 @@ def test_text_runs_pad_only_to_their_own_longest_and_give_each_text_its_vector_a
 ) -> None:
     """A batch of comments of mixed lengths: fewer padded tokens than one call padded to the longest,
     and every vector as the graph gives that text with no padding at all."""
-    from reelserve.loadtests.text_bench import comments
+    from reelserve.samples import comments
 
     texts = comments(24, seed=3) + [""]
     requests = [_texts(preprocess, *texts[i : i + 5]) for i in range(0, len(texts), 5)]
