@@ -48,6 +48,7 @@ from .fingerprint import export_fingerprint
 from .ocr_graphs import write_ocr_graphs
 from .onnx_export import export_onnx
 from .parity import ExportError, check_parity, parity_clips
+from .quantize import INT8_MIN_COSINE, quantize_text_graph, text_calibration_feeds
 from .semantic_ids import assign_codes, codebook_stats, codebook_version, fit_residual_codebooks, reconstruction_error
 from .text_embedding import EmbeddingCache, default_cache_dir, embed_with_graph, file_digest
 
@@ -88,6 +89,15 @@ def embed_texts(tower: TextTower, tokenizer: TextTokenizer, texts: Sequence[str]
         ids, mask, _ = tokenizer.encode([texts[r] for r in rows])
         out[rows] = vector(torch.from_numpy(ids), torch.from_numpy(mask))
     return out
+
+
+def write_text_graph(text: TextVector, sample: tuple[torch.Tensor, torch.Tensor], path: Path) -> Path:
+    """The text encoder's fp32 graph: token ids and mask -> text vector (the int8 graph's source and reference)."""
+    _quiet_exporter()
+    tokens = [c.INPUT_IDS.name, c.ATTENTION_MASK.name]
+    token_axes = {name: {0: "batch", 1: "tokens"} for name in tokens}
+    export_onnx(text, sample, path, input_names=tokens, output_names=[c.TEXT_VECTOR.name], dynamic_axes=token_axes)
+    return path
 
 
 def tag_names() -> list[str]:
@@ -205,17 +215,22 @@ def export_cpu(
     ids_t, amask_t = torch.from_numpy(ids), torch.from_numpy(amask)
 
     done = stage("text ONNX")
-    text_graph = version_dirs[c.TEXT_ENCODER] / "model.onnx"
-    tokens = [c.INPUT_IDS.name, c.ATTENTION_MASK.name]
-    token_axes = {name: {0: "batch", 1: "tokens"} for name in tokens}
-    export_onnx(
-        text, (ids_t, amask_t), text_graph, input_names=tokens, output_names=[c.TEXT_VECTOR.name],
-        dynamic_axes=token_axes,
-    )  # fmt: skip
+    # fp32 first (in parity with PyTorch), then the int8 graph that serves, quantized from it (export/quantize.py)
+    fp32_graph = write_text_graph(text, (ids_t, amask_t), staging / "text_encoder.fp32.onnx")
     with torch.no_grad():
         text_vectors = text(ids_t, amask_t)
     feeds = {c.INPUT_IDS.name: ids_t, c.ATTENTION_MASK.name: amask_t}
-    report.parity[c.TEXT_ENCODER] = _ort_parity(text_graph, [text_vectors], feeds, [c.TEXT_VECTOR.name])
+    report.parity[c.TEXT_ENCODER] = _ort_parity(fp32_graph, [text_vectors], feeds, [c.TEXT_VECTOR.name])
+    text_graph = version_dirs[c.TEXT_ENCODER] / "model.onnx"
+    quantize_text_graph(fp32_graph, text_graph, text_calibration_feeds(tokenizer, h.class_prompt))
+    fp32_graph.unlink()
+    np_feeds = {k: v.numpy() for k, v in feeds.items()}
+    (int8_vectors,) = ort_session(text_graph, threads=0).run([c.TEXT_VECTOR.name], np_feeds)
+    int8_name = f"{c.TEXT_VECTOR.name} (int8, served)"
+    int8_parity = check_parity(
+        [text_vectors.numpy()], [int8_vectors], [int8_name], runtime="ONNX Runtime int8", min_cosine=INT8_MIN_COSINE
+    )
+    report.parity[c.TEXT_ENCODER] += [p.as_dict() for p in int8_parity]
     done()
 
     # Every text vector of the space through the graph that serves (ONNX Runtime, batched by length),

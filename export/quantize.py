@@ -50,6 +50,7 @@ def _ffn_output_matmuls(graph) -> list[str]:
     return [n.name for n in graph.node if n.op_type == "MatMul" and from_gelu(n.input[0])]
 
 
+INT8_MIN_COSINE = 0.995  # the bar an int8 graph's outputs clear against fp32 to be served (the issue's)
 SMOOTHING_ALPHA = 0.5  # SmoothQuant's migration strength: half of each channel's range moves into the weights
 # u8 x s8 without VNNI (AVX2's vpmaddubsw) adds products in pairs into int16, which saturates past 32767:
 # |activation| <= ACTIVATION_LEVELS around ACTIVATION_ZERO_POINT and |weight| <= WEIGHT_LEVELS keep every pair inside.

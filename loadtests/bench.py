@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     if "int8" in wanted:
         from . import int8_bench
 
-        print("== int8 (quantized towers vs the served fp32 graphs)", file=sys.stderr)
+        print("== int8 (int8 towers and OCR models vs fp32; the text graph serves int8)", file=sys.stderr)
         text_lines += [""] * bool(text_lines) + int8_bench.run(args.model_repository)
         wanted.remove("int8")
     if "cache" in wanted:

@@ -1,19 +1,19 @@
-"""int8 towers vs the served fp32 graphs: speed and parity, the evidence for serving fp32 on CPU.
+"""int8 towers vs fp32: speed and parity, the evidence for which precision serves on CPU.
 
-Text: the served fp32 text graph and its int8 twin (`export/quantize.py`), run as a step would run
-them, on real texts (every 40th ImageNet-21k concept name, the default bank's prompts, the demo
-titles): the text vector's and the item embedding's cosine to fp32 (the embedding is centred on the
-class-name mean, which removes the common component and so magnifies relative error), and what a
-recommender sees: semantic IDs (full code, level 1) and the default bank's top label agreement.
-Batch invariance: the same texts alone vs in batches of 16 (activations are scaled per token, so equal).
-Speed: texts/s on short multilingual comments. Vision: static int8 (QDQ, per-channel, calibrated on
-frames of four demo clips) vs fp32 on the frames of the three others: logits cosine, top-1 agreement,
-frames/s. `SERVE_MIN_COSINE` is the bar a graph must clear to be served.
-OCR: the `ocr` step's PP-OCRv4 detector and recogniser as served (folded, `export/ocr_graphs.py`),
-int8 convolutions calibrated on the demo clips' frames (`export/quantize.py`): ms per demo clip of
-each model, the demo clips' text, and on held-out captioned frames (captions x photos x sizes)
-whether the lines stay the same and whether each reads the caption exactly. `OCR_MIN_SAME` is the
-share of frames that must keep their lines.
+Text: the served int8 text graph (`export/quantize.py`) and the fp32 graph it was quantized from
+(exported afresh here), run as a step would run them, on real texts (every 40th ImageNet-21k concept
+name, the default bank's prompts, the demo titles): the text vector's and the item embedding's
+cosine to fp32 (the embedding is centred on the class-name mean, which removes the common component
+and so magnifies relative error), and what a recommender sees: semantic IDs (full code, level 1) and
+the default bank's top label agreement. Batch invariance: the same texts alone vs in batches of 16
+(activations are scaled per token, so equal). Speed: texts/s on short multilingual comments. Vision:
+static int8 (QDQ, per-channel, calibrated on frames of four demo clips) vs fp32 on the frames of the
+three others: logits cosine, top-1 agreement, frames/s. `INT8_MIN_COSINE` is the bar a graph must
+clear to be served. OCR: the `ocr` step's PP-OCRv4 detector and recogniser as served (folded,
+`export/ocr_graphs.py`), int8 convolutions calibrated on the demo clips' frames
+(`export/quantize.py`): ms per demo clip of each model, the demo clips' text, and on held-out
+captioned frames (captions x photos x sizes) whether the lines stay the same and whether each reads
+the caption exactly. `OCR_MIN_SAME` is the share of frames that must keep their lines.
 
 Run: `python -m reelserve.loadtests.int8_bench` (also the `int8` row of `make bench`).
 """
@@ -32,9 +32,9 @@ import numpy as np
 import torch
 
 from reelserve.config import DEFAULT
+from reelserve.export.quantize import INT8_MIN_COSINE
 from reelserve.spec import contract as c
 
-SERVE_MIN_COSINE = 0.995
 CONCEPT_STRIDE = 40  # every 40th concept name: ~550 texts
 BATCH = 16
 OCR_MIN_SAME = 0.99
@@ -81,21 +81,21 @@ def _texts_per_s(graph: Path, tokenizer, texts: Sequence[str], batch: int) -> fl
 def text_rows(repository: Path, work: Path) -> tuple[list[dict], list[str]]:
     """-> parity rows, speed lines."""
     from reelserve.export.concepts import imagenet_21k_concepts
+    from reelserve.export.cpu import served_text_tower, write_text_graph
     from reelserve.export.parity import cosine_rows
-    from reelserve.export.quantize import quantize_text_graph, text_calibration_feeds
     from reelserve.export.text_embedding import embed_with_graph
     from reelserve.models.heads import load_fusion_heads
+    from reelserve.models.text_vector import TextVector
     from reelserve.samples import demo_videos
-    from reelserve.serving.text_tokenize import TextTokenizer
 
     from .text_bench import comments
 
-    fp32_graph = repository / c.TEXT_ENCODER / "1" / "model.onnx"
-    tokenizer = TextTokenizer.from_folder(repository / c.PREPROCESS / "1", DEFAULT.text)
+    tower, tokenizer = served_text_tower(repository, DEFAULT)
+    sample = [torch.from_numpy(x) for x in tokenizer.encode(["a short title", "a somewhat longer title"])[:2]]
+    fp32_graph = write_text_graph(TextVector(tower), tuple(sample), work / "text_fp32.onnx")  # as the export writes it
+    int8_graph = repository / c.TEXT_ENCODER / "1" / "model.onnx"  # as served
     heads, _ = load_fusion_heads(repository / c.FUSION_HEADS / "1")
     h = DEFAULT.heads
-    calibration = text_calibration_feeds(tokenizer, h.class_prompt)
-    int8_graph = quantize_text_graph(fp32_graph, work / "text_int8.onnx", calibration)
     concepts = [h.class_prompt.format(name=k.name) for k in imagenet_21k_concepts()[::CONCEPT_STRIDE]]
     texts = [*concepts, *h.labels, *(v.title for v in demo_videos())]
 
@@ -251,8 +251,8 @@ def format_rows(title: str, rows: list[dict]) -> list[str]:
 
 def verdict(rows: list[dict]) -> str:
     worst = min(r["min_cosine"] for r in rows if "min_cosine" in r and "alone vs" not in r["output"])
-    ok = worst >= SERVE_MIN_COSINE
-    return f"-> {'servable' if ok else 'not served'}: worst cosine to fp32 {worst:.4f} (bar {SERVE_MIN_COSINE})"
+    ok = worst >= INT8_MIN_COSINE
+    return f"-> {'servable' if ok else 'not served'}: worst cosine to fp32 {worst:.4f} (bar {INT8_MIN_COSINE})"
 
 
 def run(repository: Path) -> list[str]:

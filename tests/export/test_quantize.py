@@ -103,9 +103,11 @@ def test_a_graph_without_gelu_is_refused(tmp_path: Path) -> None:
         quantize_text_graph(path, tmp_path / "int8.onnx", _calibration())
 
 
-def test_the_real_text_graph_keeps_one_matmul_per_layer(model_repository: Path) -> None:
-    names = ffn_output_matmuls(model_repository / c.TEXT_ENCODER / "1" / "model.onnx")
-    assert len(names) == 12, names  # multilingual-e5-small: 12 layers
+def test_the_served_text_graph_is_int8_in_every_layer(model_repository: Path) -> None:
+    ops = _ops(model_repository / c.TEXT_ENCODER / "1" / "model.onnx")
+    # multilingual-e5-small, 12 layers: Q, K, V, output and up projections per token; the down one weight-only
+    assert ops.count("MatMulInteger") == 5 * 12 and ops.count("MatMulNBits") == 12, ops
+    assert ops.count("MatMul") == 2 * 12, "only attention's Q.K^T and P.V stay fp32"
 
 
 def test_vision_static_int8_runs_and_stays_close(tmp_path: Path) -> None:

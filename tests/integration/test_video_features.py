@@ -29,17 +29,30 @@ def clips() -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def reference(model_repository: Path):
-    """The PyTorch pipeline with the exact heads (and tag names) the repository serves."""
+    """The PyTorch pipeline with the exact heads (and tag names) the repository serves.
+
+    Its text side is the served int8 graph (in ONNX Runtime): that graph's parity with the PyTorch
+    tower is tests/export/test_text_embedding.py's; here every other step must equal PyTorch.
+    """
     from reelserve.config import DEFAULT
     from reelserve.export.cpu import served_text_tower
     from reelserve.models.heads import load_fusion_heads
     from reelserve.models.pipeline import VideoFeaturesModel
     from reelserve.models.vision_tower import load_efficientnet_lite0
+    from reelserve.serving.onnx_runtime import ort_session
     from reelserve.serving.video_decode import decode_clip
 
     heads, meta = load_fusion_heads(model_repository / c.FUSION_HEADS / "1")
     text, tokenizer = served_text_tower(model_repository, DEFAULT)
     model = VideoFeaturesModel(load_efficientnet_lite0(), text, heads).eval()
+    session = ort_session(model_repository / c.TEXT_ENCODER / "1" / "model.onnx", threads=1)
+
+    class ServedText(torch.nn.Module):
+        def forward(self, ids: torch.Tensor, amask: torch.Tensor) -> torch.Tensor:
+            feeds = {c.INPUT_IDS.name: ids.numpy(), c.ATTENTION_MASK.name: amask.numpy()}
+            return torch.from_numpy(session.run([c.TEXT_VECTOR.name], feeds)[0])
+
+    model.text = ServedText()
 
     def run(videos: list[bytes], texts: list[str]):
         clips = [decode_clip(v) for v in videos]

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reelserve.loadtests.int8_bench import SERVE_MIN_COSINE, _row, format_rows, ocr_rows, ocr_verdict, run, verdict
+from reelserve.export.quantize import INT8_MIN_COSINE
+from reelserve.loadtests.int8_bench import _row, format_rows, ocr_rows, ocr_verdict, run, verdict
 
 
 def test_rows_carry_min_mean_and_agreement() -> None:
@@ -20,7 +21,7 @@ def test_verdict_takes_the_worst_cosine_and_ignores_the_batch_row() -> None:
     assert "servable" in verdict(good) and "0.9990" in verdict(good)
     batch_row = _row("int8 alone vs in a batch", 2, cos=np.array([0.5, 0.5]))
     assert "servable" in verdict([*good, batch_row]), "batch invariance is reported, not the parity bar"
-    bad = [*good, _row("embedding", 2, cos=np.array([SERVE_MIN_COSINE - 1e-3, 1.0]))]
+    bad = [*good, _row("embedding", 2, cos=np.array([INT8_MIN_COSINE - 1e-3, 1.0]))]
     assert verdict(bad).startswith("-> not served")
 
 

@@ -21,6 +21,9 @@ pytestmark = pytest.mark.integration
 
 CAT = SampleVideo("cat", "my cat", "chelsea", "zoom", "h264", caption="NAP TIME")
 TITLE = "My cat Chelsea taking a nap"
+# Label scores are cosines to the bank's prototypes: the served text tower is int8 (cosine >= 0.995 to fp32,
+# docs/decisions.md), the naive server's PyTorch fp32, so they differ by a few thousandths (5.4e-3 measured).
+INT8_ATOL = 1e-2
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +61,7 @@ def test_video_features_equal_the_served_ensemble(naive: NaiveServer, client, cl
     np.testing.assert_allclose([s for _, s in got["tags"]], [s for _, s in served.tags], atol=1e-3)
     assert tuple(got["semantic_ids"]) == served.semantic_ids
     assert list(got["label_scores"]) == list(served.label_scores)
-    np.testing.assert_allclose(list(got["label_scores"].values()), list(served.label_scores.values()), atol=1e-3)
+    np.testing.assert_allclose(list(got["label_scores"].values()), list(served.label_scores.values()), atol=INT8_ATOL)
     assert got["text_truncated"] is False
     assert got["ocr_text"] == served.ocr_text and "NAP" in served.ocr_text  # same OCR, same tokens after the title
 
@@ -69,7 +72,7 @@ def test_text_features_equal_the_served_ensemble(naive: NaiveServer, client) -> 
     (served,) = client.text_features(["a kitten sleeping"])
     assert set(got) == {"embedding", "label_scores", "text_truncated"}
     assert cosine(got["embedding"], served.embedding) >= 0.999
-    np.testing.assert_allclose(list(got["label_scores"].values()), list(served.label_scores.values()), atol=1e-3)
+    np.testing.assert_allclose(list(got["label_scores"].values()), list(served.label_scores.values()), atol=INT8_ATOL)
     assert max(got["label_scores"], key=got["label_scores"].get) == "a cat"
 
 
