@@ -86,9 +86,7 @@ def text_rows(repository: Path, work: Path) -> tuple[list[dict], list[str]]:
     from reelserve.export.text_embedding import embed_with_graph
     from reelserve.models.heads import load_fusion_heads
     from reelserve.models.text_vector import TextVector
-    from reelserve.samples import demo_videos
-
-    from .text_bench import comments
+    from reelserve.samples import comments, demo_videos
 
     tower, tokenizer = served_text_tower(repository, DEFAULT)
     sample = [torch.from_numpy(x) for x in tokenizer.encode(["a short title", "a somewhat longer title"])[:2]]

@@ -47,4 +47,3 @@ def test_the_manifest_states_both_text_graphs_parity(model_repository: Path) -> 
     fp32, int8 = parity
     assert fp32["output"] == c.TEXT_VECTOR.name and fp32["min_cosine"] >= MIN_COSINE
     assert int8["output"] == f"{c.TEXT_VECTOR.name} (int8, served)" and INT8_MIN_COSINE <= int8["min_cosine"] < 1.0
-

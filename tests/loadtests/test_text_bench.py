@@ -39,4 +39,3 @@ def test_the_row_names_the_text_graphs_precision_from_the_manifest(tmp_path, mod
     assert text_precision(model_repository) == "int8"  # what the export serves
     (tmp_path / MANIFEST).write_text(json.dumps({"parity": {"text_encoder": [{"output": "text_vector"}]}}))
     assert text_precision(tmp_path) == "fp32"
-
