@@ -53,6 +53,7 @@ from .semantic_ids import assign_codes, codebook_stats, codebook_version, fit_re
 from .text_embedding import EmbeddingCache, default_cache_dir, embed_with_graph, file_digest
 
 MANIFEST = "reelserve-manifest.json"
+INT8_TEXT_PARITY = f"{c.TEXT_VECTOR.name} (int8, served)"  # the manifest's parity row of the served int8 text graph
 
 
 @dataclass
@@ -226,10 +227,10 @@ def export_cpu(
     fp32_graph.unlink()
     np_feeds = {k: v.numpy() for k, v in feeds.items()}
     (int8_vectors,) = ort_session(text_graph, threads=0).run([c.TEXT_VECTOR.name], np_feeds)
-    int8_name = f"{c.TEXT_VECTOR.name} (int8, served)"
     int8_parity = check_parity(
-        [text_vectors.numpy()], [int8_vectors], [int8_name], runtime="ONNX Runtime int8", min_cosine=INT8_MIN_COSINE
-    )
+        [text_vectors.numpy()], [int8_vectors], [INT8_TEXT_PARITY], runtime="ONNX Runtime int8",
+        min_cosine=INT8_MIN_COSINE,
+    )  # fmt: skip
     report.parity[c.TEXT_ENCODER] += [p.as_dict() for p in int8_parity]
     done()
 

@@ -1,9 +1,9 @@
-"""int8 variants of the exported fp32 graphs: what `int8_bench` measures.
+"""int8 variants of the exported fp32 graphs: the text graph serves; `int8_bench` measures all three.
 
 The text graph: SmoothQuant-style per-channel smoothing calibrated on held-out texts, then u8
-activations scaled per token times s8 weights per output column (MatMulInteger), the feed-forward
+activations scaled per token times s8 weights per output column (Q, K and V as one MatMul), the feed-forward
 down projections weight-only int8 (MatMulNBits): centred-embedding cosine to fp32 >= 0.997 on
-this 2-core machine, 1.3x the fp32 texts/s (docs/decisions.md, "int8 towers"). The vision graph
+this 2-core machine (docs/decisions.md, "The text tower serves int8 on CPU"). The vision graph
 only statically (scales calibrated on real frames), as a CNN must be: it misses the parity bar
 and is not served; nor are the int8 PP-OCR models (their convolutions only, per channel,
 QLinearConv), whose text changes (docs/benchmarks.md, "Levers tried and not kept").
@@ -12,7 +12,7 @@ QLinearConv), whose text changes (docs/benchmarks.md, "Levers tried and not kept
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -52,6 +52,7 @@ def _ffn_output_matmuls(graph) -> list[str]:
 
 INT8_MIN_COSINE = 0.995  # the bar an int8 graph's outputs clear against fp32 to be served (the issue's)
 SMOOTHING_ALPHA = 0.5  # SmoothQuant's migration strength: half of each channel's range moves into the weights
+FUSED_SMOOTHING_ALPHA = 0.6  # Q, K and V share one smoothing (one MatMul): 0.5 loses parity there, 0.6 does not
 # u8 x s8 without VNNI (AVX2's vpmaddubsw) adds products in pairs into int16, which saturates past 32767:
 # |activation| <= ACTIVATION_LEVELS around ACTIVATION_ZERO_POINT and |weight| <= WEIGHT_LEVELS keep every pair inside.
 ACTIVATION_LEVELS, ACTIVATION_ZERO_POINT, WEIGHT_LEVELS = 127, 128, 63
@@ -76,17 +77,17 @@ def text_calibration_feeds(tokenizer, class_prompt: str, batch: int = 16) -> Ite
 
 def _channel_max(model, tensors: list[str], calibration: Iterable[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """max |x| per last-axis channel of each tensor over the calibration feeds (padding tokens left out)."""
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
     from reelserve.spec import contract as c
 
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    del probe.graph.output[:]
-    probe.graph.output.extend(helper.make_tensor_value_info(t, TensorProto.FLOAT, None) for t in tensors)
-    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    kept = len(model.graph.output)
+    model.graph.output.extend(helper.make_tensor_value_info(t, TensorProto.FLOAT, None) for t in tensors)
+    try:  # probe outputs on the model itself for as long as it takes to open a session (no second copy)
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    finally:
+        del model.graph.output[kept:]
     amax: dict[str, np.ndarray] = {}
     for feeds in calibration:
         mask = np.asarray(feeds.get(c.ATTENTION_MASK.name, [])).astype(bool)
@@ -111,17 +112,31 @@ def _blockwise_int8(w: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
     return q.astype(np.uint8), scale.astype(np.float32).reshape(-1)
 
 
+def _smoothing(amax: np.ndarray, weights: Sequence[np.ndarray]) -> np.ndarray:
+    """Per input channel: what the activation is divided by and the weights' rows multiplied by.
+
+    SmoothQuant's amax^a / wmax^(1-a): one weight, a = `SMOOTHING_ALPHA`; weights that read one
+    activation and run as one MatMul (Q, K, V) share it, over their row ranges' geometric mean,
+    a = `FUSED_SMOOTHING_ALPHA` (docs/decisions.md, "The text tower serves int8 on CPU").
+    """
+    alpha = SMOOTHING_ALPHA if len(weights) == 1 else FUSED_SMOOTHING_ALPHA
+    row_range = np.exp(np.mean([np.log(np.maximum(np.abs(w).max(1), 1e-5)) for w in weights], 0))
+    return np.maximum(amax, 1e-5) ** alpha / row_range ** (1 - alpha)
+
+
 def quantize_text_graph(src: Path, dst: Path, calibration: Iterable[Mapping[str, np.ndarray]]) -> Path:
     """`src` (fp32 text encoder) -> `dst`: every weight MatMul int8, activations scaled per token.
 
     Per token (each row its own scale, so a text's vector does not depend on its batch), after
-    SmoothQuant smoothing (`SMOOTHING_ALPHA`, channel ranges from `calibration`): u8 x s8
-    MatMulInteger, weights per output column. The feed-forward down projections are weight-only
-    int8 (MatMulNBits, `WEIGHT_BLOCK`) instead: the GELU output they read has outlier channels
-    that per-token int8 cannot hold. Measured choices: docs/decisions.md, "int8 towers".
+    SmoothQuant smoothing (`_smoothing`, channel ranges from `calibration`): u8 x s8
+    MatMulIntegerToFloat, weights per output column; MatMuls that read the same activation (Q, K,
+    V) run as one and split after, so the activation is quantized once. The feed-forward down
+    projections are weight-only int8 (MatMulNBits, `WEIGHT_BLOCK`) instead: the GELU output they
+    read has outlier channels that per-token int8 cannot hold. Measured choices: docs/decisions.md,
+    "The text tower serves int8 on CPU".
     """
     import onnx
-    from onnx import TensorProto, helper
+    from onnx import helper
     from onnx import numpy_helper as nh
 
     model = onnx.load(str(src))
@@ -133,13 +148,18 @@ def quantize_text_graph(src: Path, dst: Path, calibration: Iterable[Mapping[str,
     if not down:
         raise ValueError(f"{src}: no MatMul reads a GELU output; is this a text encoder graph?")
     weight_only = {n.name for n in targets if n.name in down and weights[n.input[1]].dims[0] % WEIGHT_BLOCK == 0}
-    amax = _channel_max(model, sorted({n.input[0] for n in targets if n.name not in weight_only}), calibration)
+    readers: dict[str, list] = {}  # activation -> the per-token MatMuls that read it, in graph order
+    for n in targets:
+        if n.name not in weight_only:
+            readers.setdefault(n.input[0], []).append(n)
+    amax = _channel_max(model, sorted(readers), calibration)
     assert 2 * (ACTIVATION_ZERO_POINT + ACTIVATION_LEVELS) * WEIGHT_LEVELS <= 32767, "int16 pair sums saturate"
     consts = {
-        "rq_levels": np.float32(ACTIVATION_LEVELS), "rq_zpf": np.float32(ACTIVATION_ZERO_POINT),
-        "rq_zp": np.uint8(ACTIVATION_ZERO_POINT), "rq_eps": np.float32(1e-12), "rq_axes": np.array([-1], np.int64),
+        "rq_levels": np.float32(ACTIVATION_LEVELS), "rq_zp": np.uint8(ACTIVATION_ZERO_POINT),
+        "rq_one": np.float32(1.0), "rq_eps": np.float32(1e-12), "rq_axes": np.array([-1], np.int64),
     }  # fmt: skip
     model.graph.initializer.extend(nh.from_array(np.asarray(v), k) for k, v in consts.items())
+    first_reader = {id(group[0]): group for group in readers.values()}
     rewrite = {id(n) for n in targets}
     nodes, dropped = [], set()
     for node in model.graph.node:
@@ -147,9 +167,9 @@ def quantize_text_graph(src: Path, dst: Path, calibration: Iterable[Mapping[str,
             nodes.append(node)
             continue
         a, b = node.input
-        w = nh.to_array(weights[b]).astype(np.float32)
-        dropped.add(b)
         if node.name in weight_only:
+            w = nh.to_array(weights[b]).astype(np.float32)
+            dropped.add(b)
             q, scale = _blockwise_int8(w, WEIGHT_BLOCK)
             model.graph.initializer.extend([nh.from_array(q, f"{b}_q8"), nh.from_array(scale, f"{b}_q8_scale")])
             nodes.append(helper.make_node(
@@ -157,9 +177,13 @@ def quantize_text_graph(src: Path, dst: Path, calibration: Iterable[Mapping[str,
                 domain="com.microsoft", K=w.shape[0], N=w.shape[1], bits=8, block_size=WEIGHT_BLOCK, accuracy_level=4,
             ))  # fmt: skip
             continue
-        alpha = SMOOTHING_ALPHA
-        smooth = np.maximum(amax[a], 1e-5) ** alpha / np.maximum(np.abs(w).max(1), 1e-5) ** (1 - alpha)
-        w = w * smooth[:, None]
+        group = first_reader.get(id(node))
+        if group is None:
+            continue  # runs inside the first MatMul that reads the same activation
+        ws = [nh.to_array(weights[n.input[1]]).astype(np.float32) for n in group]
+        dropped.update(n.input[1] for n in group)
+        smooth = _smoothing(amax[a], ws)
+        w = np.concatenate(ws, axis=1) * smooth[:, None]
         scale = np.abs(w).max(0) / WEIGHT_LEVELS
         scale[scale == 0] = 1.0
         model.graph.initializer.extend([
@@ -168,6 +192,7 @@ def quantize_text_graph(src: Path, dst: Path, calibration: Iterable[Mapping[str,
             nh.from_array((1.0 / smooth).astype(np.float32), f"{b}_smooth"),
         ])  # fmt: skip
         t = (node.name or b) + "_rq_"
+        out = list(node.output) if len(group) == 1 else [t + "out"]
         nodes += [
             helper.make_node("Mul", [a, f"{b}_smooth"], [t + "x"]),
             helper.make_node("Abs", [t + "x"], [t + "abs"]),
@@ -175,14 +200,19 @@ def quantize_text_graph(src: Path, dst: Path, calibration: Iterable[Mapping[str,
             helper.make_node("Max", [t + "max", "rq_eps"], [t + "max_"]),
             helper.make_node("Div", [t + "max_", "rq_levels"], [t + "scale"]),  # per token
             helper.make_node("Div", [t + "x", t + "scale"], [t + "xs"]),
-            helper.make_node("Round", [t + "xs"], [t + "xr"]),
-            helper.make_node("Add", [t + "xr", "rq_zpf"], [t + "xu"]),
-            helper.make_node("Cast", [t + "xu"], [t + "u8"], to=TensorProto.UINT8),
-            helper.make_node("MatMulInteger", [t + "u8", f"{b}_s8", "rq_zp"], [t + "i32"]),
-            helper.make_node("Cast", [t + "i32"], [t + "f32"], to=TensorProto.FLOAT),
-            helper.make_node("Mul", [t + "f32", f"{b}_s8_scale"], [t + "y"]),
-            helper.make_node("Mul", [t + "y", t + "scale"], list(node.output)),
+            helper.make_node("QuantizeLinear", [t + "xs", "rq_one", "rq_zp"], [t + "u8"]),  # rounds half to even
+            helper.make_node(
+                "MatMulIntegerToFloat",
+                [t + "u8", f"{b}_s8", "rq_one", f"{b}_s8_scale", "rq_zp"],
+                [t + "y"],
+                domain="com.microsoft",
+            ),  # (u8 - 128) x s8 in int32, times the column scales
+            helper.make_node("Mul", [t + "y", t + "scale"], out),
         ]
+        if len(group) > 1:
+            widths = nh.from_array(np.array([x.shape[1] for x in ws], np.int64), t + "widths")
+            model.graph.initializer.append(widths)
+            nodes.append(helper.make_node("Split", [t + "out", widths.name], [n.output[0] for n in group], axis=-1))
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     kept = [i for i in model.graph.initializer if i.name not in dropped]

@@ -121,13 +121,13 @@ def format_runs(rows: list[dict]) -> list[str]:
 
 
 def text_precision(model_repository: Path) -> str:
-    """"int8" when the repository's manifest records an int8 text graph (export/cpu.py), else "fp32"."""
-    from reelserve.export.cpu import MANIFEST
+    """The served text graph's precision: "int8" when the manifest has its int8 parity row (export/cpu.py)."""
+    from reelserve.export.cpu import INT8_TEXT_PARITY, MANIFEST
     from reelserve.spec import contract as c
 
     manifest = json.loads((model_repository / MANIFEST).read_text())
     outputs = [p["output"] for p in manifest.get("parity", {}).get(c.TEXT_ENCODER, [])]
-    return "int8" if any("int8" in o for o in outputs) else "fp32"
+    return "int8" if INT8_TEXT_PARITY in outputs else "fp32"
 
 
 def run(model_repository: Path, *, batch: int = 16, callers: int = 2, seconds: float = 15.0) -> list[str]:

@@ -34,12 +34,26 @@ class _Block(torch.nn.Module):
         return self.down(torch.nn.functional.gelu(self.up(x)))
 
 
-@pytest.fixture(scope="module")
-def block_graph(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("block") / "model.onnx"
-    export_onnx(_Block(), (torch.randn(2, 5, 32),), path, input_names=["x"], output_names=["y"],
+class _Layer(_Block):
+    """Three projections of one input (as Q, K, V read one LayerNorm output), then the feed-forward block."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q, self.k, self.v = (torch.nn.Linear(32, 32) for _ in range(3))
+
+    def forward(self, x):
+        return super().forward(self.q(x) * torch.sigmoid(self.k(x)) + self.v(x))
+
+
+def _export(module: torch.nn.Module, path: Path) -> Path:
+    export_onnx(module, (torch.randn(2, 5, 32),), path, input_names=["x"], output_names=["y"],
                 dynamic_axes={"x": {0: "batch"}})  # fmt: skip
     return path
+
+
+@pytest.fixture(scope="module")
+def block_graph(tmp_path_factory) -> Path:
+    return _export(_Block(), tmp_path_factory.mktemp("block") / "model.onnx")
 
 
 def _ops(path: Path) -> list[str]:
@@ -55,7 +69,7 @@ def test_projections_per_token_int8_and_the_down_projection_weight_only(block_gr
     (down,) = ffn_output_matmuls(block_graph)
     out = quantize_text_graph(block_graph, tmp_path / "int8.onnx", _calibration())
     nodes = onnx.load(str(out)).graph.node
-    assert [n.op_type for n in nodes if n.op_type.startswith("MatMul")] == ["MatMulInteger", "MatMulNBits"]
+    assert [n.op_type for n in nodes if n.op_type.startswith("MatMul")] == ["MatMulIntegerToFloat", "MatMulNBits"]
     assert any(n.name == f"{down}_q8" for n in nodes), "the GELU-fed MatMul is the weight-only one"
     x = np.random.default_rng(0).normal(size=(3, 5, 32)).astype(np.float32)
     want = ort_session(block_graph, threads=1).run(None, {"x": x})[0]
@@ -77,10 +91,25 @@ def test_no_int16_pair_sum_can_saturate(block_graph: Path, tmp_path: Path) -> No
     """Without VNNI, u8 x s8 adds products in pairs into int16: the weights are kept small enough for any input."""
     out = onnx.load(str(quantize_text_graph(block_graph, tmp_path / "int8.onnx", _calibration())))
     weights = {i.name: onnx.numpy_helper.to_array(i) for i in out.graph.initializer}
-    (matmul,) = [n for n in out.graph.node if n.op_type == "MatMulInteger"]
-    w, zero_point = weights[matmul.input[1]], int(weights[matmul.input[2]])
+    (matmul,) = [n for n in out.graph.node if n.op_type == "MatMulIntegerToFloat"]
+    w, zero_point = weights[matmul.input[1]], int(weights[matmul.input[4]])
     assert w.dtype == np.int8 and np.abs(w.astype(int)).max() == WEIGHT_LEVELS
     assert 2 * 255 * WEIGHT_LEVELS <= 32767 and zero_point == 128
+
+
+def test_projections_of_one_input_run_as_one_matmul(tmp_path: Path) -> None:
+    """Q, K and V: one activation quantization, one MatMul, split after; each output still its own."""
+    torch.manual_seed(0)
+    src = _export(_Layer(), tmp_path / "layer.onnx")
+    out = quantize_text_graph(src, tmp_path / "int8.onnx", _calibration())
+    ops = _ops(out)
+    assert ops.count("MatMulIntegerToFloat") == 2 and ops.count("QuantizeLinear") == 2, ops  # q|k|v, up
+    assert ops.count("Split") == 1 and ops.count("MatMulNBits") == 1, ops
+    x = np.random.default_rng(4).normal(size=(3, 5, 32)).astype(np.float32)
+    want = ort_session(src, threads=1).run(None, {"x": x})[0]
+    got = ort_session(out, threads=1).run(None, {"x": x})[0]
+    cos = cosine_rows(want.reshape(-1, 32), got.reshape(-1, 32))
+    assert cos.min() > 0.999, cos.min()
 
 
 def test_blockwise_int8_round_trips_within_half_a_step() -> None:
@@ -103,8 +132,9 @@ def test_a_graph_without_gelu_is_refused(tmp_path: Path) -> None:
 
 def test_the_served_text_graph_is_int8_in_every_layer(model_repository: Path) -> None:
     ops = _ops(model_repository / c.TEXT_ENCODER / "1" / "model.onnx")
-    # multilingual-e5-small, 12 layers: Q, K, V, output and up projections per token; the down one weight-only
-    assert ops.count("MatMulInteger") == 5 * 12 and ops.count("MatMulNBits") == 12, ops
+    # multilingual-e5-small, 12 layers: Q|K|V (one MatMul), output and up projections per token; down weight-only
+    assert ops.count("MatMulIntegerToFloat") == 3 * 12 and ops.count("MatMulNBits") == 12, ops
+    assert ops.count("QuantizeLinear") == ops.count("Split") + 2 * 12 == 3 * 12 and "MatMulInteger" not in ops, ops
     assert ops.count("MatMul") == 2 * 12, "only attention's Q.K^T and P.V stay fp32"
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from reelserve.export.quantize import INT8_MIN_COSINE
 from reelserve.loadtests.naive_server import NaiveServer
 from reelserve.samples import SampleVideo, malformed_videos
 from reelserve.triton.errors import ServerStartError
@@ -71,7 +72,7 @@ def test_text_features_equal_the_served_ensemble(naive: NaiveServer, client) -> 
     assert status == 200, got
     (served,) = client.text_features(["a kitten sleeping"])
     assert set(got) == {"embedding", "label_scores", "text_truncated"}
-    assert cosine(got["embedding"], served.embedding) >= 0.999
+    assert cosine(got["embedding"], served.embedding) >= INT8_MIN_COSINE  # text alone: the int8 graph's bar
     np.testing.assert_allclose(list(got["label_scores"].values()), list(served.label_scores.values()), atol=INT8_ATOL)
     assert max(got["label_scores"], key=got["label_scores"].get) == "a cat"
 
