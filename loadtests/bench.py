@@ -126,10 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT.slo.video_features_p99_ms,
         help="p99 target for capacity (default %(default)s: the latency SLO)",
     )
-    p.add_argument(
-        "--duration", type=float, default=10.0,
-        help="seconds per ladder step, up to 30 where it needs more calls for a p99 (default %(default)s)",
-    )  # fmt: skip
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per ladder step (default %(default)s)")
     p.add_argument("--sequential", type=int, default=30, help="sequential calls per system (default %(default)s)")
     p.add_argument("--max-steps", type=int, default=8, help="ladder steps per system (default %(default)s)")
     p.add_argument(

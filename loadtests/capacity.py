@@ -1,9 +1,8 @@
 """The capacity ladder: the highest open-loop rate a system answers with p99 within an SLO and no errors.
 
 One sequential run first (latency without queueing, and where the ladder starts), then Poisson
-steps (`step_seconds` long: enough calls for a p99) up by 1.5x while the SLO holds, down by 2x
-until it does, and one refinement between the last pass and the first fail. It stops early when
-the load generator, not the server, lags.
+steps up by 1.5x while the SLO holds, down by 2x until it does, and one refinement between the
+last pass and the first fail. It stops early when the load generator, not the server, lags.
 Beside it, closed-loop throughput at fixed concurrencies (`CLOSED_LOOP`): on a slow moment of a
 shared machine no system may meet the SLO at any rate, and these still compare them.
 Shared by `make bench` (`bench.py`) and the speech bench (`asr_bench.py`).
@@ -19,15 +18,7 @@ from .harness import Plan, run_plan, warm_up
 from .workload import WorkItem, single_item_mix
 
 GENERATOR_LAG_LIMIT_MS = 20.0  # above this the generator missed its schedule: the ladder stops there
-# A step's p99 over ~25 calls is its slowest call: one unlucky call decided a capacity (docs/benchmarks.md,
-# 2026-12-06). Steps last long enough for STEP_CALLS calls, up to STEP_MAX_S (or the step duration, if longer).
-STEP_CALLS, STEP_MAX_S = 100, 30.0
 CLOSED_LOOP = (1, 4)  # concurrencies whose closed-loop throughput every system reports
-
-
-def step_seconds(rate: float, duration_s: float) -> float:
-    """How long a ladder step at `rate` runs: `STEP_CALLS` calls' worth, within [duration_s, STEP_MAX_S]."""
-    return max(duration_s, min(STEP_CALLS / max(rate, 1e-9), STEP_MAX_S))
 
 
 @dataclass
@@ -58,8 +49,7 @@ async def measure_system(
     rate = 0.5 * 1000.0 / sequential["latency_ms"]["p50"]  # half of what one-at-a-time would do
     ladder, runs, best, bound, failed_at = [], [], None, False, None
     for step in range(max_steps):
-        step_s = step_seconds(rate, duration_s)
-        plan = Plan("open", [round(rate, 2)], step_s, max_requests=100_000, seed=step, drain_timeout_s=30.0)
+        plan = Plan("open", [round(rate, 2)], duration_s, max_requests=100_000, seed=step, drain_timeout_s=30.0)
         (row,), (run,) = await run_plan(target, mix, plan, slo_ms=slo_ms, metrics_url=metrics_url, progress=progress)
         ladder.append(row)
         runs.append(run)
