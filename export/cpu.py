@@ -47,7 +47,7 @@ from .concepts import imagenet_1k_classes, imagenet_21k_concepts
 from .fingerprint import export_fingerprint
 from .ocr_graphs import write_ocr_graphs
 from .onnx_export import export_onnx
-from .parity import ExportError, check_parity, parity_clips
+from .parity import MIN_COSINE, ExportError, check_parity, parity_clips
 from .quantize import INT8_MIN_COSINE, quantize_text_graph, text_calibration_feeds
 from .semantic_ids import assign_codes, codebook_stats, codebook_version, fit_residual_codebooks, reconstruction_error
 from .text_embedding import EmbeddingCache, default_cache_dir, embed_with_graph, file_digest
@@ -225,13 +225,10 @@ def export_cpu(
     text_graph = version_dirs[c.TEXT_ENCODER] / "model.onnx"
     quantize_text_graph(fp32_graph, text_graph, text_calibration_feeds(tokenizer, h.class_prompt))
     fp32_graph.unlink()
-    np_feeds = {k: v.numpy() for k, v in feeds.items()}
-    (int8_vectors,) = ort_session(text_graph, threads=0).run([c.TEXT_VECTOR.name], np_feeds)
-    int8_parity = check_parity(
-        [text_vectors.numpy()], [int8_vectors], [INT8_TEXT_PARITY], runtime="ONNX Runtime int8",
-        min_cosine=INT8_MIN_COSINE,
+    report.parity[c.TEXT_ENCODER] += _ort_parity(
+        text_graph, [text_vectors], feeds, [c.TEXT_VECTOR.name], rows=[INT8_TEXT_PARITY],
+        runtime="ONNX Runtime int8", min_cosine=INT8_MIN_COSINE,
     )  # fmt: skip
-    report.parity[c.TEXT_ENCODER] += [p.as_dict() for p in int8_parity]
     done()
 
     # Every text vector of the space through the graph that serves (ONNX Runtime, batched by length),
@@ -371,11 +368,17 @@ def write_default_bank(folders: Sequence[Path], heads: FusionHeads, labels: list
 
 
 def _ort_parity(
-    path: Path, reference: Sequence[torch.Tensor], feeds: dict, names: Sequence[str], *, threads: int = 0
-) -> list[dict]:
-    """The graph at `path` in ONNX Runtime, opened as the serving step opens it, vs PyTorch."""
+    path: Path, reference: Sequence[torch.Tensor], feeds: dict, names: Sequence[str], *, threads: int = 0,
+    rows: Sequence[str] | None = None, runtime: str = "ONNX Runtime", min_cosine: float = MIN_COSINE,
+) -> list[dict]:  # fmt: skip
+    """The graph at `path` in ONNX Runtime, opened as the serving step opens it, vs PyTorch.
+
+    `rows`: the report's names for the outputs (default their own); `min_cosine`: `check_parity`'s.
+    """
     got = ort_session(path, threads=threads).run(list(names), {k: v.numpy() for k, v in feeds.items()})
-    return [p.as_dict() for p in check_parity([r.detach().numpy() for r in reference], got, names)]
+    reference = [r.detach().numpy() for r in reference]
+    report = check_parity(reference, got, rows or names, runtime=runtime, min_cosine=min_cosine)
+    return [p.as_dict() for p in report]
 
 
 def _quiet_exporter() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from reelserve.config import DEFAULT
-from reelserve.export.cpu import INT8_TEXT_PARITY
+from reelserve.export.cpu import INT8_TEXT_PARITY, MANIFEST
 from reelserve.export.parity import MIN_COSINE, parity_clips
 from reelserve.export.quantize import INT8_MIN_COSINE
 from reelserve.serving.onnx_runtime import ort_session
@@ -42,8 +42,6 @@ def test_vision_graph_from_a_spawned_process_serves_what_the_repository_serves(
 
 
 def test_the_manifest_states_both_text_graphs_parity(model_repository: Path) -> None:
-    from reelserve.export.cpu import MANIFEST
-
     parity = json.loads((model_repository / MANIFEST).read_text())["parity"][c.TEXT_ENCODER]
     fp32, int8 = parity
     assert fp32["output"] == c.TEXT_VECTOR.name and fp32["min_cosine"] >= MIN_COSINE
