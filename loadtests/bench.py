@@ -9,10 +9,11 @@
 Each system runs alone (no sharing of the cores), gets the same request (a 2 s portrait clip and
 its title), and is measured twice: sequentially (one call at a time: latency without queueing) and
 by an open-loop Poisson rate ladder, the highest rate whose p99 stays within the SLO with no
-errors being its capacity. The ladder stops early when the load generator, not the server, is
-what lags (its send lag is reported). Each also runs a closed loop at fixed concurrency
-(`capacity.CLOSED_LOOP`: 1 and 4 callers), whose throughputs compare the systems even when the
-machine is too slow for any of them to meet the SLO. Output: the ratios to the naive server
+errors, over at least `capacity.MIN_PASS_CALLS` answers, being its capacity. The ladder stops
+early when the load generator, not the server, is what lags (its send lag is reported). Each also
+runs a closed loop at fixed concurrency (`capacity.CLOSED_LOOP`: 1 and 4 callers), whose
+throughputs compare the systems even when the machine is too slow for any of them to meet the
+SLO. Output: the ratios to the naive server
 first, then a table, report.json/png/html.
 """
 
@@ -30,7 +31,7 @@ from reelserve.spec import contract as c
 from reelserve.spec.topology import ensemble, parallel_branches
 
 from . import report
-from .capacity import CLOSED_LOOP, SystemResult, measure_system
+from .capacity import CLOSED_LOOP, MIN_PASS_CALLS, STEP_MAX_S, SystemResult, measure_system
 from .workload import KINDS, WorkItem
 
 BRANCHES = parallel_branches(ensemble(c.VIDEO_FEATURES, DEFAULT))  # side by side between preprocess and fusion_heads
@@ -87,18 +88,24 @@ def table(results: list[SystemResult], slo_ms: float) -> list[str]:
     lines.append(
         f"{'system':30s} {'seq p50 ms':>10s} {'seq p99 ms':>10s}"
         + "".join(f" {'c=' + str(n) + ' rps':>9s}" for n in closed)
-        + f" {'max rps @ p99<=' + format(slo_ms, 'g') + 'ms':>22s} {'p99 there':>10s}"
+        + f" {'max rps @ p99<=' + format(slo_ms, 'g') + 'ms':>22s} {'p99 there':>10s} {'calls':>6s}"
     )
     for r in results:
         p99 = r.capacity["latency_ms"]["p99"] if r.capacity else float("nan")
+        calls = r.capacity["ok"] if r.capacity else 0
         mark = "+" if r.generator_bound else " "
         lines.append(
             f"{r.name:30s} {r.sequential['latency_ms']['p50']:10.1f} {r.sequential['latency_ms']['p99']:10.1f}"
             + "".join(f" {_rps(r.closed[n]):9.2f}" for n in closed)
-            + f" {_cap(r):21.1f}{mark} {p99:10.1f}"
+            + f" {_cap(r):21.1f}{mark} {p99:10.1f} {calls:6d}"
         )
     if any(r.generator_bound for r in results):
         lines.append("+ the load generator lagged its schedule first: the server's capacity is at least this")
+    if any(r.capacity is None for r in results):
+        lines.append(
+            f"0.0: no step met the SLO over >= {MIN_PASS_CALLS} answers; walking down stops at"
+            f" {MIN_PASS_CALLS / STEP_MAX_S:.2f} rps, below which a {STEP_MAX_S:g} s step cannot send that many"
+        )
     rs, floor, ceiling = by.get("reelserve"), by.get(FLOOR), by.get(CEILING)
     if rs and ceiling:
         parts = [f"c={n} {_ratio(_rps(rs.closed[n]), _rps(ceiling.closed[n]))}" for n in closed]
@@ -126,7 +133,11 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT.slo.video_features_p99_ms,
         help="p99 target for capacity (default %(default)s: the latency SLO)",
     )
-    p.add_argument("--duration", type=float, default=10.0, help="seconds per ladder step (default %(default)s)")
+    p.add_argument(
+        "--duration", type=float, default=10.0,
+        help=f"seconds per ladder step at least; slower steps last up to {STEP_MAX_S:g} s for a p99"
+        " (default %(default)s)",
+    )  # fmt: skip
     p.add_argument("--sequential", type=int, default=30, help="sequential calls per system (default %(default)s)")
     p.add_argument("--max-steps", type=int, default=8, help="ladder steps per system (default %(default)s)")
     p.add_argument(

@@ -2,7 +2,10 @@
 
 One sequential run first (latency without queueing, and where the ladder starts), then Poisson
 steps up by 1.5x while the SLO holds, down by 2x until it does, and one refinement between the
-last pass and the first fail. It stops early when the load generator, not the server, lags.
+last pass and the first fail. A step lasts long enough for a p99 (`step_seconds`), and passes only
+with `MIN_PASS_CALLS` answers: a step of one or two calls "met" an SLO once (docs/decisions.md,
+"The capacity ladder"). It stops early when the load generator, not the server, lags, and when
+walking down reaches rates too low to send `MIN_PASS_CALLS` in a step.
 Beside it, closed-loop throughput at fixed concurrencies (`CLOSED_LOOP`): on a slow moment of a
 shared machine no system may meet the SLO at any rate, and these still compare them.
 Shared by `make bench` (`bench.py`) and the speech bench (`asr_bench.py`).
@@ -19,6 +22,24 @@ from .workload import WorkItem, single_item_mix
 
 GENERATOR_LAG_LIMIT_MS = 20.0  # above this the generator missed its schedule: the ladder stops there
 CLOSED_LOOP = (1, 4)  # concurrencies whose closed-loop throughput every system reports
+# A step's p99 over ~25 calls is its slowest call: one unlucky call decided a capacity ratio. Steps last long
+# enough for STEP_CALLS calls, up to STEP_MAX_S (or the step duration, if longer); a pass needs MIN_PASS_CALLS.
+STEP_CALLS, STEP_MAX_S, MIN_PASS_CALLS = 100, 30.0, 20
+
+
+def step_seconds(rate: float, duration_s: float) -> float:
+    """How long a ladder step at `rate` runs: `STEP_CALLS` calls' worth, within [duration_s, STEP_MAX_S]."""
+    return max(duration_s, min(STEP_CALLS / max(rate, 1e-9), STEP_MAX_S))
+
+
+def can_pass(rate: float, duration_s: float) -> bool:
+    """Whether a step at `rate` sends enough calls for a pass; below that, walking down stops."""
+    return rate * step_seconds(rate, duration_s) >= MIN_PASS_CALLS
+
+
+def passes(row: dict, slo_ms: float) -> bool:
+    """The SLO met over at least `MIN_PASS_CALLS` answers (one call's latency is not a p99)."""
+    return row["ok"] >= MIN_PASS_CALLS and stats.meets_slo(row, slo_ms)
 
 
 @dataclass
@@ -49,14 +70,17 @@ async def measure_system(
     rate = 0.5 * 1000.0 / sequential["latency_ms"]["p50"]  # half of what one-at-a-time would do
     ladder, runs, best, bound, failed_at = [], [], None, False, None
     for step in range(max_steps):
-        plan = Plan("open", [round(rate, 2)], duration_s, max_requests=100_000, seed=step, drain_timeout_s=30.0)
+        if not can_pass(rate, duration_s):
+            break  # walking down: no step this slow could pass
+        step_s = step_seconds(rate, duration_s)
+        plan = Plan("open", [round(rate, 2)], step_s, max_requests=100_000, seed=step, drain_timeout_s=30.0)
         (row,), (run,) = await run_plan(target, mix, plan, slo_ms=slo_ms, metrics_url=metrics_url, progress=progress)
         ladder.append(row)
         runs.append(run)
         if row["send_lag_p99_ms"] > GENERATOR_LAG_LIMIT_MS:
             bound = True
             break
-        if stats.meets_slo(row, slo_ms):
+        if passes(row, slo_ms):
             best = row
             if failed_at is not None:
                 break

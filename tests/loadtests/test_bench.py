@@ -8,7 +8,7 @@ from reelserve.loadtests.capacity import SystemResult
 
 
 def _row(rps: float, p50: float = 100.0, p99: float = 200.0) -> dict:
-    return {"throughput_rps": rps, "latency_ms": {"p50": p50, "p99": p99, "mean": p50}, "server": {}}
+    return {"throughput_rps": rps, "ok": 40, "latency_ms": {"p50": p50, "p99": p99, "mean": p50}, "server": {}}
 
 
 def _system(name: str, c1: float, c4: float, capacity: float | None) -> SystemResult:
@@ -24,13 +24,14 @@ def test_ratios_come_first_at_each_concurrency_and_at_the_slo():
     header = next(line for line in lines if line.startswith("system"))
     assert "c=1 rps" in header and "c=4 rps" in header
     row = next(line for line in lines if line.startswith("reelserve ") and " / " not in line)
-    assert "4.00" in row and "8.00" in row and "7.5" in row
+    assert "4.00" in row and "8.00" in row and "7.5" in row and row.split()[-1] == "40"  # calls at capacity
 
 
 def test_a_slow_machine_still_compares_at_fixed_concurrency():
     """No system meets the SLO at any rate: capacity has no ratio, the closed loop does."""
     lines = table([_system("reelserve", 1.5, 3.0, None), _system(NAIVE, 0.5, 0.6, None)], 250.0)
     assert lines[0] == "reelserve / naive throughput: c=1 3.00x, c=4 5.00x; at p99 <= 250 ms n/a (a system met no rate)"
+    assert any(line.startswith("0.0: no step met the SLO over >= 20 answers") for line in lines)
 
 
 def test_every_system_is_compared_with_the_naive_one():
