@@ -148,11 +148,21 @@ def run(model_repository: Path, *, repeats: int = 3, rounds: int = 3, ladder: di
     for model, r in sequential.items():
         lines.append(f"{model:34s} {r['p50_ms']:9.1f} {r['p99_ms']:9.1f}")
     if capacity:
-        lines += ["", f"{'capacity on a narrated upload':34s} {'SLO p99':>9s} {'max rps':>9s} {'p99 there':>10s}"]
-        for model, r in capacity.items():
-            rps = f"{r['rps']:.2f}" if r["rps"] else "none"
-            p99 = f"{r['p99_ms']:.0f} ms" if r["p99_ms"] else "-"
-            lines.append(f"{model:34s} {r['slo_ms'] / 1000:8.2f}s {rps:>9s} {p99:>10s}")
+        lines += ["", *capacity_lines(capacity, ladder["duration_s"])]
+    return lines
+
+
+def capacity_lines(capacity: dict[str, dict], duration_s: float) -> list[str]:
+    """The capacity table; "none" says why, as `make bench`'s table does."""
+    from .capacity import no_capacity_note
+
+    lines = [f"{'capacity on a narrated upload':34s} {'SLO p99':>9s} {'max rps':>9s} {'p99 there':>10s}"]
+    for model, r in capacity.items():
+        rps = f"{r['rps']:.2f}" if r["rps"] else "none"
+        p99 = f"{r['p99_ms']:.0f} ms" if r["p99_ms"] else "-"
+        lines.append(f"{model:34s} {r['slo_ms'] / 1000:8.2f}s {rps:>9s} {p99:>10s}")
+    if not all(r["rps"] for r in capacity.values()):
+        lines.append(f"none: {no_capacity_note(duration_s)}")
     return lines
 
 

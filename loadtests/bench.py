@@ -31,7 +31,7 @@ from reelserve.spec import contract as c
 from reelserve.spec.topology import ensemble, parallel_branches
 
 from . import report
-from .capacity import CLOSED_LOOP, MIN_PASS_CALLS, STEP_MAX_S, SystemResult, measure_system
+from .capacity import CLOSED_LOOP, STEP_MAX_S, SystemResult, measure_system, no_capacity_note
 from .workload import KINDS, WorkItem
 
 BRANCHES = parallel_branches(ensemble(c.VIDEO_FEATURES, DEFAULT))  # side by side between preprocess and fusion_heads
@@ -71,7 +71,7 @@ def compute_ms(row: dict) -> float:
     return ms.get(c.PREPROCESS, 0.0) + branch + ms.get(c.FUSION_HEADS, 0.0)
 
 
-def table(results: list[SystemResult], slo_ms: float) -> list[str]:
+def table(results: list[SystemResult], slo_ms: float, duration_s: float) -> list[str]:
     """The comparison, ratios first: capacity at the SLO, and closed-loop throughput at fixed
     concurrency, which compares the systems even when none meets the SLO (a slow machine)."""
     by = {r.name: r for r in results}
@@ -102,10 +102,7 @@ def table(results: list[SystemResult], slo_ms: float) -> list[str]:
     if any(r.generator_bound for r in results):
         lines.append("+ the load generator lagged its schedule first: the server's capacity is at least this")
     if any(r.capacity is None for r in results):
-        lines.append(
-            f"0.0: no step met the SLO over >= {MIN_PASS_CALLS} answers; walking down stops at"
-            f" {MIN_PASS_CALLS / STEP_MAX_S:.2f} rps, below which a {STEP_MAX_S:g} s step cannot send that many"
-        )
+        lines.append(f"0.0: {no_capacity_note(duration_s)}")
     rs, floor, ceiling = by.get("reelserve"), by.get(FLOOR), by.get(CEILING)
     if rs and ceiling:
         parts = [f"c={n} {_ratio(_rps(rs.closed[n]), _rps(ceiling.closed[n]))}" for n in closed]
@@ -250,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
             server.wait_ready(models=[c.VIDEO_FEATURES, c.TEXT_FEATURES])
             results.append(asyncio.run(on_triton(server.grpc_url, server.metrics_url, name)))
 
-    lines = (table(results, args.slo_ms) if results else []) + ([""] if results and text_lines else []) + text_lines
+    lines = table(results, args.slo_ms, args.duration) if results else []
+    lines += [""] * bool(results and text_lines) + text_lines
     rows = [row for r in results for row in r.ladder]
     meta = {
         "slo_ms": args.slo_ms,

@@ -37,6 +37,15 @@ def can_pass(rate: float, duration_s: float) -> bool:
     return rate * step_seconds(rate, duration_s) >= MIN_PASS_CALLS
 
 
+def no_capacity_note(duration_s: float) -> str:
+    """What "no capacity" means, for a table footnote: the floor below which the ladder stops."""
+    lowest = MIN_PASS_CALLS / max(duration_s, STEP_MAX_S)
+    return (
+        f"no step met the SLO over >= {MIN_PASS_CALLS} answers; walking down stops at {lowest:.2f} rps,"
+        f" below which a {max(duration_s, STEP_MAX_S):g} s step cannot send that many"
+    )
+
+
 def passes(row: dict, slo_ms: float) -> bool:
     """The SLO met over at least `MIN_PASS_CALLS` answers (one call's latency is not a p99)."""
     return row["ok"] >= MIN_PASS_CALLS and stats.meets_slo(row, slo_ms)

@@ -10,7 +10,7 @@ import pytest
 
 from reelserve.config import DEFAULT
 from reelserve.export.repository import write_twin
-from reelserve.loadtests.asr_bench import main, per_clip
+from reelserve.loadtests.asr_bench import capacity_lines, main, per_clip
 from reelserve.spec import contract as c
 
 
@@ -31,3 +31,17 @@ def test_a_repository_without_asr_is_refused_plainly(model_repository: Path, tmp
     assert not (off / c.ASR).exists() and not (off / c.VIDEO_FEATURES_FULL).exists()
     assert main(["--model-repository", str(off)]) == 2
     assert "has no asr step: export with ASR on" in capsys.readouterr().err
+
+
+def test_a_ladder_without_capacity_says_why() -> None:
+    capacity = {
+        c.VIDEO_FEATURES: {"slo_ms": 250.0, "rps": None, "p99_ms": None},
+        c.VIDEO_FEATURES_FULL: {"slo_ms": 10_000.0, "rps": 0.8, "p99_ms": 2400.0},
+    }
+    lines = capacity_lines(capacity, duration_s=30.0)
+    assert lines[1].split()[-2:] == ["none", "-"] and lines[2].split()[-3:] == ["0.80", "2400", "ms"]
+    assert lines[-1] == (
+        "none: no step met the SLO over >= 20 answers; walking down stops at 0.67 rps,"
+        " below which a 30 s step cannot send that many"
+    )
+    assert capacity_lines({c.VIDEO_FEATURES_FULL: capacity[c.VIDEO_FEATURES_FULL]}, 30.0)[-1].endswith("2400 ms")
