@@ -5,7 +5,8 @@ steps up by 1.5x while the SLO holds, down by 2x until it does, and one refineme
 last pass and the first fail. A step lasts long enough for a p99 (`step_seconds`), and passes only
 with `MIN_PASS_CALLS` answers: a step of one or two calls "met" an SLO once (docs/decisions.md,
 "The capacity ladder"). It stops early when the load generator, not the server, lags, and when
-walking down reaches rates too low to send `MIN_PASS_CALLS` in a step.
+walking down reaches rates too low to send `MIN_PASS_CALLS` in a step (`lowest_rate`, where a slow
+system's ladder starts).
 Beside it, closed-loop throughput at fixed concurrencies (`CLOSED_LOOP`): on a slow moment of a
 shared machine no system may meet the SLO at any rate, and these still compare them.
 Shared by `make bench` (`bench.py`) and the speech bench (`asr_bench.py`).
@@ -32,6 +33,11 @@ def step_seconds(rate: float, duration_s: float) -> float:
     return max(duration_s, min(STEP_CALLS / max(rate, 1e-9), STEP_MAX_S))
 
 
+def lowest_rate(duration_s: float) -> float:
+    """The slowest rate (rps, rounded up to the 0.01 a plan carries) whose step can pass."""
+    return math.ceil(100 * MIN_PASS_CALLS / max(duration_s, STEP_MAX_S)) / 100
+
+
 def can_pass(rate: float, duration_s: float) -> bool:
     """Whether a step at `rate` sends enough calls for a pass; below that, walking down stops."""
     return rate * step_seconds(rate, duration_s) >= MIN_PASS_CALLS
@@ -39,10 +45,10 @@ def can_pass(rate: float, duration_s: float) -> bool:
 
 def no_capacity_note(duration_s: float) -> str:
     """What "no capacity" means, for a table footnote: the floor below which the ladder stops."""
-    lowest = MIN_PASS_CALLS / max(duration_s, STEP_MAX_S)
+    step_s = max(duration_s, STEP_MAX_S)
     return (
-        f"no step met the SLO over >= {MIN_PASS_CALLS} answers; walking down stops at {lowest:.2f} rps,"
-        f" below which a {max(duration_s, STEP_MAX_S):g} s step cannot send that many"
+        f"no step met the SLO over >= {MIN_PASS_CALLS} answers; walking down stops at"
+        f" {lowest_rate(duration_s):.2f} rps, below which a {step_s:g} s step cannot send that many"
     )
 
 
@@ -76,7 +82,9 @@ async def measure_system(
         plan = Plan("closed", levels, duration_s=duration_s, max_requests=100_000)
         rows, _ = await run_plan(target, mix, plan, slo_ms=slo_ms, metrics_url=metrics_url, progress=progress)
         closed |= dict(zip(levels, rows, strict=True))
-    rate = 0.5 * 1000.0 / sequential["latency_ms"]["p50"]  # half of what one-at-a-time would do
+    # half of what one-at-a-time would do, but no slower than a step that can pass: a call of
+    # 830 ms (speech) would start at 0.6 rps, where no step can, and the ladder would run none
+    rate = max(0.5 * 1000.0 / sequential["latency_ms"]["p50"], lowest_rate(duration_s))
     ladder, runs, best, bound, failed_at = [], [], None, False, None
     for step in range(max_steps):
         if not can_pass(rate, duration_s):

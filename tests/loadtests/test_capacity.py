@@ -71,3 +71,12 @@ def test_a_system_within_the_slo_has_a_capacity_over_enough_calls(short_steps):
     result = _measure(0.005, slo_ms=1000.0, max_steps=2)
     assert result.capacity is not None and result.capacity["ok"] >= 3
     assert [row["offered_rps"] for row in result.ladder][1] > result.ladder[0]["offered_rps"]  # it climbed
+
+
+def test_a_slow_system_starts_where_a_step_can_pass(short_steps):
+    """Half the sequential rate of a 0.2 s call (2.5 rps) is below the slowest passing step (6 rps
+    here; 0.67 rps in make bench, where an 830 ms speech call ran no step at all): start there."""
+    assert capacity.lowest_rate(0.2) == 6.0 and capacity.can_pass(6.0, 0.2)
+    result = _measure(0.2, slo_ms=1000.0, max_steps=1)
+    assert [row["offered_rps"] for row in result.ladder] == [6.0]
+    assert result.capacity is not None and result.capacity["ok"] >= 3
