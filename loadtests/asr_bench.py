@@ -24,6 +24,9 @@ from reelserve.spec import contract as c
 
 from .workload import WorkItem
 
+# Speech calls take ~1 s on 2 cores: 45 s steps let the ladder test rates down to 0.75 rps
+# (`capacity.lowest_rate`), where 30 s ones stop at 1.12.
+STEP_S = 45.0
 SPEECH = {
     "English speech (4.4 s)": ("Watch the rocket launch into space. Three, two, one, lift off.", "en"),
     "Spanish speech (3.1 s)": ("Buenos días. Hoy preparamos un café con leche.", "es"),
@@ -171,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-repository", type=Path, default=DEFAULT.server.model_repository)
     p.add_argument("--repeats", type=int, default=3, help="timed runs per clip in process (default %(default)s)")
     p.add_argument("--rounds", type=int, default=3, help="passes over the narrated clips (default %(default)s)")
-    p.add_argument("--duration", type=float, default=30.0, help="seconds per capacity step (default %(default)s)")
+    p.add_argument("--duration", type=float, default=STEP_S, help="seconds per capacity step (default %(default)s)")
     p.add_argument(
         "--max-steps", type=int, default=5, help="capacity steps per ensemble; 0 skips (default %(default)s)"
     )

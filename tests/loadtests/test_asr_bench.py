@@ -41,7 +41,7 @@ def test_a_ladder_without_capacity_says_why() -> None:
     lines = capacity_lines(capacity, duration_s=30.0)
     assert lines[1].split()[-2:] == ["none", "-"] and lines[2].split()[-3:] == ["0.80", "2400", "ms"]
     assert lines[-1] == (
-        "none: no step met the SLO over >= 20 answers; walking down stops at 0.67 rps,"
-        " below which a 30 s step cannot send that many"
+        "none: no step met the SLO over >= 20 answers; walking down stops at 1.12 rps,"
+        " below which a 30 s step may not send that many"
     )
     assert capacity_lines({c.VIDEO_FEATURES_FULL: capacity[c.VIDEO_FEATURES_FULL]}, 30.0)[-1].endswith("2400 ms")
