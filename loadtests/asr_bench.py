@@ -24,9 +24,10 @@ from reelserve.spec import contract as c
 
 from .workload import WorkItem
 
-# Speech calls take ~1 s on 2 cores: 45 s steps let the ladder test rates down to 0.75 rps
-# (`capacity.lowest_rate`), where 30 s ones stop at 1.12.
-STEP_S = 45.0
+# The capacity ladder's settings (`capacity.measure_system`), for this bench alone and inside
+# `make bench`. Speech calls take ~1 s on 2 cores: 45 s steps let the ladder test rates down to
+# 0.75 rps (`capacity.lowest_rate`), where 30 s ones stop at 1.12.
+LADDER = {"duration_s": 45.0, "sequential_n": 10, "max_steps": 5}
 SPEECH = {
     "English speech (4.4 s)": ("Watch the rocket launch into space. Three, two, one, lift off.", "en"),
     "Spanish speech (3.1 s)": ("Buenos días. Hoy preparamos un café con leche.", "es"),
@@ -174,9 +175,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-repository", type=Path, default=DEFAULT.server.model_repository)
     p.add_argument("--repeats", type=int, default=3, help="timed runs per clip in process (default %(default)s)")
     p.add_argument("--rounds", type=int, default=3, help="passes over the narrated clips (default %(default)s)")
-    p.add_argument("--duration", type=float, default=STEP_S, help="seconds per capacity step (default %(default)s)")
     p.add_argument(
-        "--max-steps", type=int, default=5, help="capacity steps per ensemble; 0 skips (default %(default)s)"
+        "--duration", type=float, default=LADDER["duration_s"], help="seconds per capacity step (default %(default)s)"
+    )
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        default=LADDER["max_steps"],
+        help="capacity steps per ensemble; 0 skips (default %(default)s)",
     )
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
@@ -188,9 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     ladder = None
     if args.max_steps > 0:
-        ladder = dict(
-            duration_s=args.duration, sequential_n=10, max_steps=args.max_steps, progress=not args.no_progress
-        )
+        ladder = LADDER | {"duration_s": args.duration, "max_steps": args.max_steps, "progress": not args.no_progress}
     print("\n".join(run(args.model_repository, repeats=args.repeats, rounds=args.rounds, ladder=ladder)))
     return 0
 

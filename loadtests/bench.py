@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         from . import asr_bench
 
         print("== asr (speech)", file=sys.stderr)
-        ladder = dict(duration_s=asr_bench.STEP_S, sequential_n=10, max_steps=5, progress=not args.no_progress)
+        ladder = asr_bench.LADDER | {"progress": not args.no_progress}
         text_lines += [""] * bool(text_lines) + asr_bench.run(args.model_repository, ladder=ladder)
         wanted.remove("asr")
 

@@ -5,8 +5,8 @@ steps up by 1.5x while the SLO holds, down by 2x until it does, and one refineme
 last pass and the first fail. A step lasts long enough for a p99 (`step_seconds`), and passes only
 with `MIN_PASS_CALLS` answers: a step of one or two calls "met" an SLO once (docs/decisions.md,
 "The capacity ladder"). It stops early when the load generator, not the server, lags, and when
-walking down reaches rates too low to send `MIN_PASS_CALLS` in a step (`lowest_rate`, where a slow
-system's ladder starts).
+walking down reaches rates too slow for a step to expect `MIN_PASS_CALLS` with a margin for Poisson
+arrivals (`calls_needed`, `lowest_rate`: where a slow system's ladder starts).
 Beside it, closed-loop throughput at fixed concurrencies (`CLOSED_LOOP`): on a slow moment of a
 shared machine no system may meet the SLO at any rate, and these still compare them.
 Shared by `make bench` (`bench.py`) and the speech bench (`asr_bench.py`).
@@ -41,7 +41,7 @@ def calls_needed() -> float:
 
 def lowest_rate(duration_s: float) -> float:
     """The slowest rate (rps, rounded up to the 0.01 a plan carries) whose step can pass."""
-    return math.ceil(100 * calls_needed() / max(duration_s, STEP_MAX_S)) / 100
+    return math.ceil(100 * calls_needed() / step_seconds(0.0, duration_s)) / 100  # the slowest step's length
 
 
 def can_pass(rate: float, duration_s: float) -> bool:
@@ -51,10 +51,9 @@ def can_pass(rate: float, duration_s: float) -> bool:
 
 def no_capacity_note(duration_s: float) -> str:
     """What "no capacity" means, for a table footnote: the floor below which the ladder stops."""
-    step_s = max(duration_s, STEP_MAX_S)
     return (
         f"no step met the SLO over >= {MIN_PASS_CALLS} answers; walking down stops at {lowest_rate(duration_s):.2f}"
-        f" rps, below which a {step_s:g} s step may not send that many"
+        f" rps, below which a {step_seconds(0.0, duration_s):g} s step may not send that many"
     )
 
 
